@@ -1,0 +1,141 @@
+//! File content: content-defined chunks stored once by blake3 hash, and the
+//! manifest (size + chunk list) that is a file's value in the store.
+//!
+//! Chunk boundaries come from FastCDC (2020) with a 64 KiB average, so an edit
+//! moves only the chunks around it and the rest dedup against what is stored.
+
+use std::io::Read;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::ids::ChunkHash;
+
+pub const MIN_CHUNK: u32 = 16 << 10;
+pub const AVG_CHUNK: u32 = 64 << 10;
+pub const MAX_CHUNK: u32 = 256 << 10;
+
+pub fn hash(bytes: &[u8]) -> ChunkHash {
+    ChunkHash(*blake3::hash(bytes).as_bytes())
+}
+
+/// Boundaries of `data`, as (hash, start, len).
+pub fn chunk_slice(data: &[u8]) -> Vec<(ChunkHash, usize, usize)> {
+    fastcdc::v2020::FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+        .map(|c| (hash(&data[c.offset..c.offset + c.length]), c.offset, c.length))
+        .collect()
+}
+
+/// Streams `r` through the chunker without holding more than one chunk.
+pub fn chunk_reader(r: &mut dyn Read, mut each: impl FnMut(ChunkHash, &[u8]) -> Result<()>) -> Result<Manifest> {
+    let mut m = Manifest::default();
+    for c in fastcdc::v2020::StreamCDC::new(r, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        let c = c.map_err(|e| Error::Io {
+            path: "<content>".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let h = hash(&c.data);
+        each(h, &c.data)?;
+        m.push(h, c.length as u32);
+    }
+    Ok(m)
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ManifestWire {
+    #[prost(uint64, tag = "1")]
+    size: u64,
+    /// Chunk hashes back to back, 32 bytes each.
+    #[prost(bytes = "vec", tag = "2")]
+    hashes: Vec<u8>,
+    #[prost(uint32, repeated, tag = "3")]
+    lens: Vec<u32>,
+}
+
+/// A file's content: its chunks in order. Keeps prefix offsets so a read at
+/// any offset finds its chunk by binary search.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    chunks: Vec<ChunkHash>,
+    /// `ends[i]` is the file offset just past chunk `i`.
+    ends: Vec<u64>,
+}
+
+impl Manifest {
+    pub fn size(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    pub fn chunks(&self) -> &[ChunkHash] {
+        &self.chunks
+    }
+
+    pub fn push(&mut self, h: ChunkHash, len: u32) {
+        self.chunks.push(h);
+        self.ends.push(self.size() + len as u64);
+    }
+
+    /// Chunk `i` as (hash, file offset, len).
+    pub fn chunk_at(&self, i: usize) -> (ChunkHash, u64, u64) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (self.chunks[i], start, self.ends[i] - start)
+    }
+
+    /// Index of the chunk holding byte `offset`, if inside the file.
+    pub fn find(&self, offset: u64) -> Option<usize> {
+        let i = self.ends.partition_point(|&e| e <= offset);
+        (i < self.chunks.len()).then_some(i)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut lens = Vec::with_capacity(self.chunks.len());
+        let mut prev = 0;
+        for &e in &self.ends {
+            lens.push((e - prev) as u32);
+            prev = e;
+        }
+        ManifestWire {
+            size: self.size(),
+            hashes: self.chunks.iter().flat_map(|h| h.0).collect(),
+            lens,
+        }
+        .encode_to_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Manifest> {
+        let bad = |why: &str| Error::Damaged(format!("manifest: {why}"));
+        let w = ManifestWire::decode(bytes).map_err(|e| bad(&e.to_string()))?;
+        if w.hashes.len() != w.lens.len() * 32 {
+            return Err(bad("hash and length counts differ"));
+        }
+        let mut m = Manifest::default();
+        for (h, &len) in w.hashes.chunks_exact(32).zip(&w.lens) {
+            m.push(ChunkHash::from_slice(h).expect("32-byte chunk"), len);
+        }
+        if m.size() != w.size {
+            return Err(bad("size does not match its chunks"));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trip_and_find() {
+        let mut m = Manifest::default();
+        m.push(hash(b"a"), 10);
+        m.push(hash(b"b"), 5);
+        let d = Manifest::decode(&m.encode()).unwrap();
+        assert_eq!(d, m);
+        assert_eq!(d.size(), 15);
+        assert_eq!(d.find(0), Some(0));
+        assert_eq!(d.find(9), Some(0));
+        assert_eq!(d.find(10), Some(1));
+        assert_eq!(d.find(15), None);
+        assert_eq!(d.chunk_at(1), (hash(b"b"), 10, 5));
+        assert!(Manifest::decode(b"\xff\xff").is_err());
+    }
+}

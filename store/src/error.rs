@@ -1,0 +1,75 @@
+//! Errors of the store, and the reasons an incoming entry is refused.
+
+use std::path::PathBuf;
+
+use crate::ids::AuthorId;
+
+/// Why an entry offered to [`crate::Store::ingest`] was not accepted. Each variant
+/// reads as one sentence so it can go straight into a log line or a peer's reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("entry is {len} bytes, more than the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("entry is malformed: {0}")]
+    Malformed(String),
+    #[error("entry format version {theirs} is not supported (this node speaks version {ours})")]
+    UnsupportedFormat { theirs: u32, ours: u32 },
+    #[error("entry signature does not verify for author {0}")]
+    BadSignature(AuthorId),
+    #[error("entry belongs to another share")]
+    WrongShare,
+    #[error("entry seq {seq} of author {author} does not link to the previous entry (wrong prev hash)")]
+    BadPrevHash { author: AuthorId, seq: u64 },
+    #[error("author {author} signed two different entries with seq {seq} (forked chain)")]
+    Fork { author: AuthorId, seq: u64 },
+    #[error("entry from author {author} is {drift_ms} ms in the future, beyond the allowed drift of {max_ms} ms")]
+    FromFuture {
+        author: AuthorId,
+        drift_ms: u64,
+        max_ms: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the store database failed: {0}")]
+    Db(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("identity file {path} is malformed: {why}")]
+    BadIdentity { path: PathBuf, why: String },
+    #[error("identity file {0} already exists")]
+    IdentityExists(PathBuf),
+    #[error("the store at {0} holds no share")]
+    NoShare(PathBuf),
+    #[error("a store already exists at {0}")]
+    StoreExists(PathBuf),
+    #[error("chunk content does not match its hash")]
+    ChunkMismatch,
+    #[error("chunk {0} is not in the store")]
+    MissingChunk(String),
+    #[error("local write refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error("store is damaged: {0}")]
+    Damaged(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// redb has one error type per operation; for callers they all mean the same thing.
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self { Error::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

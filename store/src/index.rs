@@ -1,0 +1,127 @@
+//! Applying a verified entry to the tables: the log, the chains and the DAG
+//! heads of every key it writes. Local writes, ingest and rebuilds all come
+//! through [`Tables::append`] / [`Tables::index`], so the invariants live here:
+//!
+//! - an entry is appended only when it is its author's next seq and links to
+//!   the previous entry (callers check; `append` asserts nothing is skipped);
+//! - heads(k) = entries writing k, minus those named as a parent by an entry
+//!   writing k. Parents that have not arrived yet are remembered in
+//!   `SUPERSEDED`, so the result does not depend on arrival order.
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::entry::Entry;
+use crate::error::Result;
+use crate::head::Head;
+use crate::ids::{AuthorId, EntryId};
+use crate::tables::*;
+use crate::watch::Change;
+
+pub(crate) struct Tables<'t> {
+    pub meta: Table<'t, &'static str, &'static [u8]>,
+    pub entries: Table<'t, Id, (u64, &'static [u8])>,
+    pub log: Table<'t, u64, Id>,
+    pub chain: Table<'t, (Id, u64), Id>,
+    pub frontier: Table<'t, Id, (u64, Id)>,
+    pub heads: Table<'t, (&'static [u8], Id), &'static [u8]>,
+    pub superseded: Table<'t, (&'static [u8], Id), ()>,
+    pub orphans: Table<'t, (Id, u64), (u64, &'static [u8])>,
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            entries: txn.open_table(ENTRIES)?,
+            log: txn.open_table(LOG)?,
+            chain: txn.open_table(CHAIN)?,
+            frontier: txn.open_table(FRONTIER)?,
+            heads: txn.open_table(HEADS)?,
+            superseded: txn.open_table(SUPERSEDED)?,
+            orphans: txn.open_table(ORPHANS)?,
+        })
+    }
+
+    /// (last seq, last id) of `author`'s chain here.
+    pub fn tip(&self, author: &AuthorId) -> Result<(u64, Option<EntryId>)> {
+        Ok(match self.frontier.get(&author.0)? {
+            Some(g) => {
+                let (seq, id) = g.value();
+                (seq, Some(EntryId(*id)))
+            }
+            None => (0, None),
+        })
+    }
+
+    pub fn heads_of(&self, key: &[u8]) -> Result<Vec<Head>> {
+        let mut out = Vec::new();
+        for row in self.heads.range((key, &[0u8; 32])..=(key, &[0xffu8; 32]))? {
+            let (k, v) = row?;
+            out.push(Head::decode_record(EntryId(*k.value().1), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Stores `e` at the end of the log and indexes it.
+    pub fn append(&mut self, e: &Entry, changes: &mut Vec<Change>, local: bool) -> Result<()> {
+        let pos = match self.log.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 0,
+        };
+        self.entries.insert(&e.id.0, (pos, e.bytes.as_slice()))?;
+        self.log.insert(pos, &e.id.0)?;
+        self.index(e, changes, local)
+    }
+
+    /// Updates the chain, frontier and heads for `e`, which is already in `entries`.
+    pub fn index(&mut self, e: &Entry, changes: &mut Vec<Change>, local: bool) -> Result<()> {
+        debug_assert_eq!(self.tip(&e.author)?.0 + 1, e.seq, "chains are applied in order");
+        self.chain.insert((&e.author.0, e.seq), &e.id.0)?;
+        self.frontier.insert(&e.author.0, (e.seq, &e.id.0))?;
+
+        let mut present = Vec::with_capacity(e.parents.len());
+        for p in &e.parents {
+            present.push(self.entries.get(&p.0)?.is_some());
+        }
+        for op in &e.ops {
+            let key = op.key.as_slice();
+            for (p, &here) in e.parents.iter().zip(&present) {
+                let was_head = self.heads.remove((key, &p.0))?.is_some();
+                if !was_head && !here {
+                    self.superseded.insert((key, &p.0), ())?;
+                }
+            }
+            if self.superseded.remove((key, &e.id.0))?.is_none() {
+                let rec = Head::encode_record(e.hlc, &e.author, op.value.as_deref());
+                self.heads.insert((key, &e.id.0), rec.as_slice())?;
+            }
+            changes.push(Change {
+                key: op.key.clone(),
+                local,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Drops every derived table and re-indexes the log from the start.
+pub(crate) fn rebuild(txn: &WriteTransaction) -> Result<usize> {
+    txn.delete_table(CHAIN)?;
+    txn.delete_table(FRONTIER)?;
+    txn.delete_table(HEADS)?;
+    txn.delete_table(SUPERSEDED)?;
+    let mut t = Tables::open(txn)?;
+    let ids: Vec<[u8; 32]> = t
+        .log
+        .iter()?
+        .map(|r| r.map(|(_, v)| *v.value()))
+        .collect::<Result<_, _>>()?;
+    let mut scratch = Vec::new();
+    for id in &ids {
+        let bytes = t.entries.get(id)?.expect("log names a stored entry").value().1.to_vec();
+        let e = Entry::decode(&bytes).map_err(|r| crate::Error::Damaged(format!("entry in log: {r}")))?;
+        t.index(&e, &mut scratch, false)?;
+        scratch.clear();
+    }
+    Ok(ids.len())
+}

@@ -1,0 +1,36 @@
+//! The Lattice store: a signed, append-only, DAG-based key-value store on redb.
+//!
+//! Every change is an [`Entry`] signed by its author, appended to that author's
+//! hash-linked chain. Each key keeps the DAG heads of the entries that wrote it;
+//! reads return a deterministic winner. Stores that hold the same entries hold
+//! the same state, whatever order the entries arrived in.
+//!
+//! This crate knows nothing of FUSE or the network. The file system uses it
+//! through [`KvStore`], the network through [`SyncStore`].
+
+pub mod content;
+pub mod entry;
+mod error;
+pub mod head;
+pub mod hlc;
+mod identity;
+mod ids;
+mod index;
+mod ingest;
+mod store;
+#[doc(hidden)]
+pub mod tables;
+mod traits;
+mod watch;
+
+pub use content::Manifest;
+pub use entry::{Entry, FORMAT_VERSION, Op};
+pub use error::{Error, Refusal, Result};
+pub use head::Head;
+pub use hlc::Hlc;
+pub use identity::Identity;
+pub use ids::{AuthorId, ChunkHash, EntryId, ShareId};
+pub use ingest::Outcome;
+pub use store::{Config, Frontier, Location, OpenReport, Store};
+pub use traits::{KvStore, SyncStore};
+pub use watch::{Change, Gap};

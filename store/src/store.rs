@@ -1,0 +1,565 @@
+//! [`Store`]: one share's entries and state in one redb database.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::content::{self, Manifest};
+use crate::entry::{Draft, Entry, Op};
+use crate::error::{Error, Result};
+use crate::head::{self, Head};
+use crate::hlc::{Clock, Hlc};
+use crate::identity::Identity;
+use crate::ids::{AuthorId, ChunkHash, EntryId, ShareId};
+use crate::index::{self, Tables};
+use crate::tables::*;
+use crate::watch::{Change, Gap, Watchers};
+
+/// Settings of a store. `Default` gives the values DESIGN.md names.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Entries whose HLC is further ahead of this machine's clock are refused.
+    pub max_drift_ms: u64,
+    /// Orphans older than this are dropped; anti-entropy fetches them again.
+    pub orphan_ttl_ms: u64,
+    /// How many of the newest log entries are re-verified on open.
+    pub tail_check: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_drift_ms: 10 * 60 * 1000,
+            orphan_ttl_ms: 24 * 3600 * 1000,
+            tail_check: 64,
+        }
+    }
+}
+
+/// Where the database lives.
+#[derive(Clone, Copy, Debug)]
+pub enum Location<'a> {
+    File(&'a Path),
+    /// For tests and benches: gone when the store is dropped.
+    Memory,
+}
+
+/// author -> (last seq, last entry id).
+pub type Frontier = BTreeMap<AuthorId, (u64, EntryId)>;
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default)]
+pub struct OpenReport {
+    /// Entries cut from the end of the log because they failed verification.
+    pub cut: usize,
+    pub orphans_expired: usize,
+}
+
+pub struct Store {
+    pub(crate) db: Database,
+    pub(crate) share: ShareId,
+    pub(crate) me: Identity,
+    /// Also the writer lock: held across every write transaction, so seqs and
+    /// HLCs are handed out in commit order.
+    pub(crate) clock: Mutex<Clock>,
+    pub(crate) cfg: Config,
+    pub(crate) watchers: Watchers,
+    path: Option<PathBuf>,
+    report: OpenReport,
+}
+
+fn open_db(loc: Location) -> Result<Database> {
+    Ok(match loc {
+        Location::File(p) => Database::create(p)?,
+        Location::Memory => Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
+    })
+}
+
+fn loc_path(loc: Location) -> PathBuf {
+    match loc {
+        Location::File(p) => p.to_owned(),
+        Location::Memory => PathBuf::from("<memory>"),
+    }
+}
+
+impl Store {
+    /// Creates a new share, owned by `me`. Its genesis entry carries `genesis`
+    /// plus a random nonce (so two shares never share an id).
+    pub fn create_share(loc: Location, me: Identity, cfg: Config, mut genesis: Vec<Op>) -> Result<Store> {
+        if matches!(loc, Location::File(p) if p.exists()) {
+            return Err(Error::StoreExists(loc_path(loc)));
+        }
+        genesis.push(Op::put("share/nonce", rand::random::<[u8; 16]>().to_vec()));
+        let mut clock = Clock::new(Hlc::default(), cfg.max_drift_ms);
+        let e = Entry::sign(
+            &me,
+            Draft {
+                share: None,
+                seq: 1,
+                prev: None,
+                hlc: clock.tick(),
+                parents: vec![],
+                ops: genesis,
+            },
+        )?;
+        let share = ShareId(e.id.0);
+        let db = open_db(loc)?;
+        let txn = db.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            t.meta.insert("share", share.0.as_slice())?;
+            t.append(&e, &mut Vec::new(), true)?;
+            t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Self::finish_open(db, loc, me, cfg)
+    }
+
+    /// Creates an empty store for an existing share; its entries (genesis
+    /// first or not) arrive through [`Store::ingest`].
+    pub fn create_for_share(loc: Location, me: Identity, share: ShareId, cfg: Config) -> Result<Store> {
+        if matches!(loc, Location::File(p) if p.exists()) {
+            return Err(Error::StoreExists(loc_path(loc)));
+        }
+        let db = open_db(loc)?;
+        let txn = db.begin_write()?;
+        Tables::open(&txn)?.meta.insert("share", share.0.as_slice())?;
+        txn.commit()?;
+        Self::finish_open(db, loc, me, cfg)
+    }
+
+    /// Opens an existing store. Re-verifies the newest entries and cuts any that
+    /// fail (saying so in the log and in [`Store::open_report`]).
+    pub fn open(path: &Path, me: Identity, cfg: Config) -> Result<Store> {
+        if !path.exists() {
+            return Err(Error::NoShare(path.to_owned()));
+        }
+        let db = Database::open(path)?;
+        Self::finish_open(db, Location::File(path), me, cfg)
+    }
+
+    fn finish_open(db: Database, loc: Location, me: Identity, cfg: Config) -> Result<Store> {
+        let path = loc_path(loc);
+        let txn = db.begin_write()?;
+        let (share, hlc, cut) = {
+            let t = Tables::open(&txn)?;
+            let share = match t.meta.get("share")? {
+                Some(v) => ShareId::from_slice(v.value()).ok_or_else(|| Error::Damaged("share id".into()))?,
+                None => return Err(Error::NoShare(path)),
+            };
+            let hlc = match t.meta.get("hlc")? {
+                Some(v) => Hlc(u64::from_be_bytes(
+                    v.value().try_into().map_err(|_| Error::Damaged("hlc".into()))?,
+                )),
+                None => Hlc::default(),
+            };
+            let cut = damaged_tail(&t, cfg.tail_check)?;
+            // Readers open tables that only writes create otherwise.
+            txn.open_table(CHUNKS)?;
+            (share, hlc, cut)
+        };
+        let mut report = OpenReport::default();
+        if let Some(from) = cut {
+            report.cut = cut_log(&txn, from)?;
+            tracing::warn!(
+                path = %path.display(),
+                cut = report.cut,
+                "the store's newest entries failed verification; cut them and rebuilt the index (peers will send them again)"
+            );
+        }
+        txn.commit()?;
+        let store = Store {
+            db,
+            share,
+            clock: Mutex::new(Clock::new(hlc, cfg.max_drift_ms)),
+            me,
+            cfg,
+            watchers: Watchers::default(),
+            path: Some(path),
+            report,
+        };
+        let expired = store.expire_orphans(crate::hlc::wall_ms())?;
+        let mut report = store.report.clone();
+        report.orphans_expired = expired;
+        Ok(Store { report, ..store })
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn share_id(&self) -> ShareId {
+        self.share
+    }
+
+    pub fn author(&self) -> AuthorId {
+        self.me.author()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    // ---- local writes ----
+
+    /// Writes `ops` as one entry, durable when this returns. The entry names
+    /// every current head of every key it writes, so it merges them.
+    pub fn write(&self, ops: Vec<Op>) -> Result<EntryId> {
+        Ok(self.write_batches(vec![ops], true)?[0])
+    }
+
+    /// Writes several entries in one transaction (a group commit). With
+    /// `durable` false the commit is not synced: a crash may lose it, and a later
+    /// durable commit makes it durable (redb orders commits).
+    pub fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
+        let mut clock = self.clock.lock().unwrap();
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
+        let mut changes = Vec::new();
+        let mut ids = Vec::with_capacity(batches.len());
+        {
+            let mut t = Tables::open(&txn)?;
+            let me = self.me.author();
+            for ops in batches {
+                let (seq, prev) = t.tip(&me)?;
+                let mut parents = BTreeSet::new();
+                for op in &ops {
+                    parents.extend(t.heads_of(&op.key)?.into_iter().map(|h| h.entry));
+                }
+                let e = Entry::sign(
+                    &self.me,
+                    Draft {
+                        share: Some(self.share),
+                        seq: seq + 1,
+                        prev,
+                        hlc: clock.tick(),
+                        parents: parents.into_iter().collect(),
+                        ops,
+                    },
+                )?;
+                t.append(&e, &mut changes, true)?;
+                ids.push(e.id);
+            }
+            t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        drop(clock);
+        self.watchers.notify(&changes, &[]);
+        Ok(ids)
+    }
+
+    // ---- reads ----
+
+    pub fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut out = Vec::new();
+        for row in t.range((key, &[0u8; 32])..=(key, &[0xffu8; 32]))? {
+            let (k, v) = row?;
+            out.push(Head::decode_record(EntryId(*k.value().1), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The winning value of `key`; `None` if absent or deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(head::winner(&self.heads(key)?).and_then(|h| h.value.clone()))
+    }
+
+    /// Every live key under `prefix` with its winning value, in key order.
+    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut out = Vec::new();
+        let mut group: Vec<Head> = Vec::new();
+        let mut group_key: Vec<u8> = Vec::new();
+        let flush = |key: &[u8], group: &mut Vec<Head>, out: &mut Vec<(Vec<u8>, Vec<u8>)>| {
+            if let Some(v) = head::winner(group).and_then(|h| h.value.clone()) {
+                out.push((key.to_vec(), v));
+            }
+            group.clear();
+        };
+        for row in t.range((prefix, &[0u8; 32])..)? {
+            let (k, v) = row?;
+            let (key, id) = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if key != group_key.as_slice() {
+                flush(&group_key, &mut group, &mut out);
+                group_key = key.to_vec();
+            }
+            group.push(Head::decode_record(EntryId(*id), v.value()));
+        }
+        flush(&group_key, &mut group, &mut out);
+        Ok(out)
+    }
+
+    /// Every key under `prefix` that has more than one head.
+    pub fn multi_headed(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut out: Vec<(Vec<u8>, Vec<Head>)> = Vec::new();
+        for row in t.range((prefix, &[0u8; 32])..)? {
+            let (k, v) = row?;
+            let (key, id) = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let h = Head::decode_record(EntryId(*id), v.value());
+            match out.last_mut() {
+                Some((k, hs)) if k.as_slice() == key => hs.push(h),
+                _ => out.push((key.to_vec(), vec![h])),
+            }
+        }
+        out.retain(|(_, hs)| hs.len() > 1);
+        Ok(out)
+    }
+
+    /// Changes to keys under `prefix`, local and ingested alike, from now on.
+    pub fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change> {
+        self.watchers.watch(prefix)
+    }
+
+    /// Gaps found by ingest, from now on.
+    pub fn watch_gaps(&self) -> UnboundedReceiver<Gap> {
+        self.watchers.watch_gaps()
+    }
+
+    // ---- the sync view ----
+
+    pub fn frontier(&self) -> Result<Frontier> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FRONTIER)?;
+        let mut f = Frontier::new();
+        for row in t.iter()? {
+            let (a, v) = row?;
+            let (seq, id) = v.value();
+            f.insert(AuthorId(*a.value()), (seq, EntryId(*id)));
+        }
+        Ok(f)
+    }
+
+    /// Up to `limit` entries this store has and a peer at `theirs` lacks, as
+    /// wire bytes, in this store's log order (each chain in seq order).
+    pub fn entries_after(&self, theirs: &BTreeMap<AuthorId, u64>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let chain = txn.open_table(CHAIN)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let lookup = |a: &AuthorId, seq: u64| -> Result<(u64, [u8; 32])> {
+            let id = *chain
+                .get((&a.0, seq))?
+                .ok_or_else(|| Error::Damaged("chain gap".into()))?
+                .value();
+            let pos = entries
+                .get(&id)?
+                .ok_or_else(|| Error::Damaged("chain names a missing entry".into()))?
+                .value()
+                .0;
+            Ok((pos, id))
+        };
+        // A k-way merge of the chains by log position: each chain is already in
+        // log order, so this costs O(limit log authors), not a sort of the backlog.
+        let mut heap = BinaryHeap::new();
+        let mine = self.frontier()?;
+        for (a, (last, _)) in &mine {
+            let from = theirs.get(a).copied().unwrap_or(0) + 1;
+            if from <= *last {
+                let (pos, id) = lookup(a, from)?;
+                heap.push(Reverse((pos, *a, from, *last, id)));
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(Reverse((_, a, seq, last, id))) = heap.pop() {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(entries.get(&id)?.expect("looked up above").value().1.to_vec());
+            if seq < last {
+                let (pos, id) = lookup(&a, seq + 1)?;
+                heap.push(Reverse((pos, a, seq + 1, last, id)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The wire bytes of one entry.
+    pub fn entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENTRIES)?;
+        Ok(t.get(&id.0)?.map(|v| v.value().1.to_vec()))
+    }
+
+    /// Every entry in log order (for `mountctl log` / `dag` and checks).
+    pub fn log(&self) -> Result<Vec<Entry>> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut out = Vec::new();
+        for row in log.iter()? {
+            let id = *row?.1.value();
+            let bytes = entries
+                .get(&id)?
+                .ok_or_else(|| Error::Damaged("log names a missing entry".into()))?;
+            out.push(Entry::decode(bytes.value().1).map_err(|r| Error::Damaged(r.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Checks every chain end to end: contiguous seqs, prev hashes that link,
+    /// signatures that verify, ids that match. Returns the number of entries.
+    pub fn verify_all(&self) -> Result<usize> {
+        let txn = self.db.begin_read()?;
+        let chain = txn.open_table(CHAIN)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut n = 0;
+        for (a, (last, last_id)) in self.frontier()? {
+            let mut prev = None;
+            for seq in 1..=last {
+                let damaged = |why: &str| Error::Damaged(format!("author {a} seq {seq}: {why}"));
+                let id = *chain.get((&a.0, seq))?.ok_or_else(|| damaged("missing"))?.value();
+                let bytes = entries.get(&id)?.ok_or_else(|| damaged("entry missing"))?;
+                let e = Entry::decode(bytes.value().1).map_err(|r| damaged(&r.to_string()))?;
+                if e.id.0 != id || e.author != a || e.seq != seq || e.prev != prev {
+                    return Err(damaged("does not link"));
+                }
+                prev = Some(e.id);
+                n += 1;
+            }
+            if prev != Some(last_id) {
+                return Err(Error::Damaged(format!("author {a}: frontier does not match chain")));
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- content ----
+
+    /// Chunks `r`, stores chunks not yet present, returns the manifest. The
+    /// chunks are committed without a sync: the durable commit of the entry that
+    /// names the manifest makes them durable too.
+    pub fn put_content(&self, r: &mut dyn Read) -> Result<Manifest> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        let m = {
+            let mut t = txn.open_table(CHUNKS)?;
+            content::chunk_reader(r, |h, bytes| {
+                if t.get(&h.0)?.is_none() {
+                    t.insert(&h.0, bytes)?;
+                }
+                Ok(())
+            })?
+        };
+        txn.commit()?;
+        Ok(m)
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` of the content `m`, touching
+    /// only the chunks the range covers.
+    pub fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let Some(mut i) = m.find(offset) else {
+            return Ok(0);
+        };
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CHUNKS)?;
+        let mut done = 0;
+        while done < buf.len() && i < m.chunks().len() {
+            let (h, start, len) = m.chunk_at(i);
+            let chunk = t.get(&h.0)?.ok_or_else(|| Error::MissingChunk(h.to_string()))?;
+            let data = chunk.value();
+            if data.len() as u64 != len {
+                return Err(Error::Damaged(format!("chunk {h} has the wrong length")));
+            }
+            let from = (offset + done as u64 - start) as usize;
+            let n = (data.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&data[from..from + n]);
+            done += n;
+            i += 1;
+        }
+        Ok(done)
+    }
+
+    pub fn chunk(&self, h: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CHUNKS)?;
+        Ok(t.get(&h.0)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a chunk that arrived from a peer, after checking its hash.
+    pub fn put_chunk(&self, h: &ChunkHash, bytes: &[u8]) -> Result<()> {
+        if content::hash(bytes) != *h {
+            return Err(Error::ChunkMismatch);
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(CHUNKS)?.insert(&h.0, bytes)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The subset of `hs` this store does not hold.
+    pub fn missing_chunks(&self, hs: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CHUNKS)?;
+        let mut out = Vec::new();
+        for h in hs {
+            if t.get(&h.0)?.is_none() {
+                out.push(*h);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CHUNKS)?.len()?)
+    }
+}
+
+/// The log position of the oldest entry among the newest `n` that fails to
+/// verify, if any.
+fn damaged_tail(t: &Tables, n: usize) -> Result<Option<u64>> {
+    let mut bad = None;
+    for row in t.log.iter()?.rev().take(n) {
+        let (pos, id) = row?;
+        let (pos, id) = (pos.value(), *id.value());
+        let ok = match t.entries.get(&id)? {
+            Some(v) => Entry::decode(v.value().1).is_ok_and(|e| e.id.0 == id) && v.value().0 == pos,
+            None => false,
+        };
+        if !ok {
+            bad = Some(pos);
+        }
+    }
+    Ok(bad)
+}
+
+/// Removes log positions `from..` and their entries, then rebuilds the index.
+fn cut_log(txn: &WriteTransaction, from: u64) -> Result<usize> {
+    let mut cut = 0;
+    {
+        let mut t = Tables::open(txn)?;
+        let ids: Vec<[u8; 32]> = t
+            .log
+            .range(from..)?
+            .map(|r| r.map(|(_, v)| *v.value()))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            t.entries.remove(&id)?;
+            cut += 1;
+        }
+        t.log.retain_in(from.., |_, _| false)?;
+    }
+    index::rebuild(txn)?;
+    Ok(cut)
+}

@@ -1,0 +1,27 @@
+//! The redb tables of a store. Everything but `entries`, `log`, `orphans`,
+//! `chunks` and `meta` is derived, and can be rebuilt from `log`.
+
+use redb::TableDefinition;
+
+pub type Id = &'static [u8; 32];
+
+/// "share", "hlc", "format".
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Entry id -> (log position, wire bytes).
+pub const ENTRIES: TableDefinition<Id, (u64, &[u8])> = TableDefinition::new("entries");
+/// Log position -> entry id: the order this store applied entries in. Each
+/// author's entries appear in seq order, so it is a causal order per chain.
+pub const LOG: TableDefinition<u64, Id> = TableDefinition::new("log");
+/// (author, seq) -> entry id.
+pub const CHAIN: TableDefinition<(Id, u64), Id> = TableDefinition::new("chain");
+/// author -> (last seq, last entry id).
+pub const FRONTIER: TableDefinition<Id, (u64, Id)> = TableDefinition::new("frontier");
+/// (key, entry id) -> head record (see `head.rs`). Exactly the DAG heads of each key.
+pub const HEADS: TableDefinition<(&[u8], Id), &[u8]> = TableDefinition::new("heads");
+/// (key, entry id): named as a parent for `key` before the entry itself arrived.
+/// When it arrives it is not a head. Keeps the head sets independent of arrival order.
+pub const SUPERSEDED: TableDefinition<(&[u8], Id), ()> = TableDefinition::new("superseded");
+/// (author, seq) -> (received at ms, wire bytes): entries waiting for a gap to fill.
+pub const ORPHANS: TableDefinition<(Id, u64), (u64, &[u8])> = TableDefinition::new("orphans");
+/// chunk hash -> bytes.
+pub const CHUNKS: TableDefinition<Id, &[u8]> = TableDefinition::new("chunks");

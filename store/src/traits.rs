@@ -1,0 +1,96 @@
+//! The two narrow views of a store (DESIGN.md): the file system sees a
+//! key-value store and cannot ingest; the network sees a sync store and cannot
+//! put. Each layer takes the trait, never [`Store`] itself.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::content::Manifest;
+use crate::entry::Op;
+use crate::error::Result;
+use crate::head::Head;
+use crate::ids::{AuthorId, ChunkHash, EntryId, ShareId};
+use crate::ingest::Outcome;
+use crate::store::{Frontier, Store};
+use crate::watch::{Change, Gap};
+
+/// What the file system needs.
+pub trait KvStore: Send + Sync {
+    fn author(&self) -> AuthorId;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn heads(&self, key: &[u8]) -> Result<Vec<Head>>;
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Each inner vec is one entry, applied atomically; see [`Store::write_batches`].
+    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>>;
+    fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change>;
+    fn put_content(&self, r: &mut dyn Read) -> Result<Manifest>;
+    fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
+}
+
+/// What the network needs.
+pub trait SyncStore: Send + Sync {
+    fn share_id(&self) -> ShareId;
+    fn frontier(&self) -> Result<Frontier>;
+    fn entries_after(&self, theirs: &BTreeMap<AuthorId, u64>, limit: usize) -> Result<Vec<Vec<u8>>>;
+    fn ingest(&self, batch: &[Vec<u8>]) -> Result<Vec<Outcome>>;
+    fn watch_gaps(&self) -> UnboundedReceiver<Gap>;
+    fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
+    fn chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>>;
+    fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()>;
+}
+
+impl KvStore for Store {
+    fn author(&self) -> AuthorId {
+        Store::author(self)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Store::get(self, key)
+    }
+    fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {
+        Store::heads(self, key)
+    }
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Store::scan(self, prefix)
+    }
+    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
+        Store::write_batches(self, batches, durable)
+    }
+    fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change> {
+        Store::watch(self, prefix)
+    }
+    fn put_content(&self, r: &mut dyn Read) -> Result<Manifest> {
+        Store::put_content(self, r)
+    }
+    fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        Store::read_content(self, m, offset, buf)
+    }
+}
+
+impl SyncStore for Store {
+    fn share_id(&self) -> ShareId {
+        Store::share_id(self)
+    }
+    fn frontier(&self) -> Result<Frontier> {
+        Store::frontier(self)
+    }
+    fn entries_after(&self, theirs: &BTreeMap<AuthorId, u64>, limit: usize) -> Result<Vec<Vec<u8>>> {
+        Store::entries_after(self, theirs, limit)
+    }
+    fn ingest(&self, batch: &[Vec<u8>]) -> Result<Vec<Outcome>> {
+        Store::ingest(self, batch)
+    }
+    fn watch_gaps(&self) -> UnboundedReceiver<Gap> {
+        Store::watch_gaps(self)
+    }
+    fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        Store::missing_chunks(self, hashes)
+    }
+    fn chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        Store::chunk(self, hash)
+    }
+    fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()> {
+        Store::put_chunk(self, hash, bytes)
+    }
+}
