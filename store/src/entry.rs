@@ -182,7 +182,12 @@ impl Entry {
             .map(|p| EntryId::from_slice(p))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| malformed("a parent is not 32 bytes"))?;
+        // One op per key: the order-independence of heads (index.rs) relies on it.
+        let mut seen = std::collections::HashSet::with_capacity(body.ops.len());
         for op in &body.ops {
+            if !seen.insert(op.key.as_slice()) {
+                return Err(malformed("a key is written twice in one entry"));
+            }
             if op.key.is_empty() || op.key.len() > MAX_KEY_BYTES {
                 return Err(Refusal::Malformed(format!(
                     "key of {} bytes (must be 1..={MAX_KEY_BYTES})",

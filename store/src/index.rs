@@ -4,6 +4,7 @@
 //!
 //! - an entry is appended only when it is its author's next seq and links to
 //!   the previous entry (callers check; `append` asserts nothing is skipped);
+//! - an entry writes each key at most once (`Entry::decode` refuses more);
 //! - heads(k) = entries writing k, minus those named as a parent by an entry
 //!   writing k. Parents that have not arrived yet are remembered in
 //!   `SUPERSEDED`, so the result does not depend on arrival order.

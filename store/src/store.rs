@@ -232,6 +232,7 @@ impl Store {
             let mut t = Tables::open(&txn)?;
             let me = self.me.author();
             for ops in batches {
+                let ops = last_op_per_key(ops);
                 let (seq, prev) = t.tip(&me)?;
                 let mut parents = BTreeSet::new();
                 for op in &ops {
@@ -524,6 +525,23 @@ impl Store {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(CHUNKS)?.len()?)
     }
+}
+
+/// Folds repeated keys of one batch into the last op for each (an entry
+/// writes a key at most once), keeping first-appearance order.
+fn last_op_per_key(ops: Vec<Op>) -> Vec<Op> {
+    let mut at = std::collections::HashMap::with_capacity(ops.len());
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match at.get(&op.key) {
+            Some(&i) => out[i] = op,
+            None => {
+                at.insert(op.key.clone(), out.len());
+                out.push(op);
+            }
+        }
+    }
+    out
 }
 
 /// The log position of the oldest entry among the newest `n` that fails to

@@ -161,6 +161,8 @@ fn oversize() {
         Entry::sign(&b, draft(&a, 1, None, vec![Op::put("k", value)])),
         Err(Refusal::Malformed(_))
     ));
+    let twice = vec![Op::put("k", "1"), Op::put("k", "2")];
+    assert!(matches!(Entry::sign(&b, draft(&a, 1, None, twice)), Err(Refusal::Malformed(m)) if m.contains("twice")));
     let ops = (0..limits::MAX_OPS + 1).map(|i| Op::put(format!("{i}"), "")).collect();
     assert!(matches!(
         Entry::sign(&b, draft(&a, 1, None, ops)),
