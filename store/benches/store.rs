@@ -9,8 +9,13 @@ use rand::{RngCore, SeedableRng};
 use store::{Config, Identity, Location, Op, Store};
 
 fn file_store(dir: &tempfile::TempDir, name: &str) -> Store {
-    Store::create_share(Location::File(&dir.path().join(name)), Identity::generate(), Config::default(), vec![])
-        .unwrap()
+    Store::create_share(
+        Location::File(&dir.path().join(name)),
+        Identity::generate(),
+        Config::default(),
+        vec![],
+    )
+    .unwrap()
 }
 
 fn puts(c: &mut Criterion) {
@@ -56,7 +61,8 @@ fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let src = file_store(&dir, "src.redb");
     for i in 0..1000 {
-        src.write(vec![Op::put(format!("k/{}", i % 50), vec![1u8; 64])]).unwrap();
+        src.write(vec![Op::put(format!("k/{}", i % 50), vec![1u8; 64])])
+            .unwrap();
     }
     let entries = src.entries_after(&BTreeMap::new(), usize::MAX).unwrap();
     let mut g = c.benchmark_group("ingest");
@@ -92,7 +98,9 @@ fn chunking(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunking");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("fastcdc + blake3, 64 MiB", |b| b.iter(|| store::content::chunk_slice(black_box(&data))));
+    g.bench_function("fastcdc + blake3, 64 MiB", |b| {
+        b.iter(|| store::content::chunk_slice(black_box(&data)))
+    });
     g.finish();
 }
 

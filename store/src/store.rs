@@ -260,6 +260,14 @@ impl Store {
         Ok(ids)
     }
 
+    /// Makes every earlier non-durable commit durable (one synced commit).
+    pub fn sync(&self) -> Result<()> {
+        let _w = self.clock.lock().unwrap();
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        Ok(())
+    }
+
     // ---- reads ----
 
     pub fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {

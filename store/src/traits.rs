@@ -24,6 +24,8 @@ pub trait KvStore: Send + Sync {
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Each inner vec is one entry, applied atomically; see [`Store::write_batches`].
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>>;
+    /// Makes every earlier non-durable write durable.
+    fn sync(&self) -> Result<()>;
     fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change>;
     fn put_content(&self, r: &mut dyn Read) -> Result<Manifest>;
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
@@ -56,6 +58,9 @@ impl KvStore for Store {
     }
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
         Store::write_batches(self, batches, durable)
+    }
+    fn sync(&self) -> Result<()> {
+        Store::sync(self)
     }
     fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change> {
         Store::watch(self, prefix)

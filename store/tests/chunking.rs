@@ -15,7 +15,11 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 fn one_byte_change_in_16_mib_changes_at_most_two_chunks() {
     let mut data = random(16 << 20, 1);
     let before: std::collections::HashSet<_> = chunk_slice(&data).into_iter().map(|c| c.0).collect();
-    assert!(before.len() > 100, "~64 KiB average gives ~256 chunks, got {}", before.len());
+    assert!(
+        before.len() > 100,
+        "~64 KiB average gives ~256 chunks, got {}",
+        before.len()
+    );
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     let after = chunk_slice(&data);
@@ -52,7 +56,10 @@ fn stored_content_dedups_and_reads_back_any_range() {
     assert_eq!(fresh.missing_chunks(m2.chunks()).unwrap().len(), m2.chunks().len());
     let h = m2.chunks()[0];
     let bytes = s.chunk(&h).unwrap().unwrap();
-    assert!(matches!(fresh.put_chunk(&h, b"forged"), Err(store::Error::ChunkMismatch)));
+    assert!(matches!(
+        fresh.put_chunk(&h, b"forged"),
+        Err(store::Error::ChunkMismatch)
+    ));
     fresh.put_chunk(&h, &bytes).unwrap();
     assert_eq!(fresh.missing_chunks(&[h]).unwrap(), vec![]);
 }

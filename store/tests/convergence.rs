@@ -16,7 +16,10 @@ const KEYS: [&str; 4] = ["a", "b", "dir/c", "dir/d"];
 #[derive(Clone, Debug)]
 enum Action {
     /// Author writes one entry touching some shared keys.
-    Write { author: usize, keys: Vec<(usize, Option<u8>)> },
+    Write {
+        author: usize,
+        keys: Vec<(usize, Option<u8>)>,
+    },
     /// Author `to` ingests everything author `from` has (so later writes name its heads).
     Sync { from: usize, to: usize },
 }
@@ -30,11 +33,19 @@ fn action(n: usize) -> impl Strategy<Value = Action> {
 }
 
 /// Heads of every key as sets of entry ids, and winners.
-fn state(s: &Store) -> (BTreeMap<String, BTreeSet<store::EntryId>>, BTreeMap<String, Option<Vec<u8>>>) {
+fn state(
+    s: &Store,
+) -> (
+    BTreeMap<String, BTreeSet<store::EntryId>>,
+    BTreeMap<String, Option<Vec<u8>>>,
+) {
     let mut heads = BTreeMap::new();
     let mut winners = BTreeMap::new();
     for k in KEYS {
-        heads.insert(k.to_string(), s.heads(k.as_bytes()).unwrap().into_iter().map(|h| h.entry).collect());
+        heads.insert(
+            k.to_string(),
+            s.heads(k.as_bytes()).unwrap().into_iter().map(|h| h.entry).collect(),
+        );
         winners.insert(k.to_string(), s.get(k.as_bytes()).unwrap());
     }
     (heads, winners)

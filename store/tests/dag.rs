@@ -141,7 +141,8 @@ fn local_hlc_is_monotonic_across_reopen() {
 #[test]
 fn a_key_written_twice_in_one_batch_keeps_the_last_op() {
     let a = mem_owner();
-    a.write(vec![Op::put("k", "1"), Op::delete("k"), Op::put("k", "3")]).unwrap();
+    a.write(vec![Op::put("k", "1"), Op::delete("k"), Op::put("k", "3")])
+        .unwrap();
     assert_eq!(a.get(b"k").unwrap().as_deref(), Some(&b"3"[..]));
     let e = store::Entry::decode(all_entries(&a).last().unwrap()).unwrap();
     assert_eq!(e.ops.len(), 1);

@@ -19,7 +19,9 @@ fn child_writer(dir: &Path) -> ! {
         // Every third write is a batch of several entries in one commit.
         let ids = if i % 3 == 0 {
             s.write_batches(
-                (0..4).map(|j| vec![Op::put(format!("k{i}-{j}"), vec![7u8; 300])]).collect(),
+                (0..4)
+                    .map(|j| vec![Op::put(format!("k{i}-{j}"), vec![7u8; 300])])
+                    .collect(),
                 true,
             )
             .unwrap()
@@ -40,7 +42,15 @@ fn acknowledged_writes_survive_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let id = Identity::create(&dir.path().join("key")).unwrap();
-    drop(Store::create_share(Location::File(&dir.path().join("s.redb")), id.clone(), Config::default(), vec![]).unwrap());
+    drop(
+        Store::create_share(
+            Location::File(&dir.path().join("s.redb")),
+            id.clone(),
+            Config::default(),
+            vec![],
+        )
+        .unwrap(),
+    );
 
     let mut acked: Vec<(u64, usize)> = Vec::new();
     for round in 0..4 {
@@ -64,7 +74,10 @@ fn acknowledged_writes_survive_sigkill() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(this_round > 10, "the child wrote too little to test anything ({this_round})");
+        assert!(
+            this_round > 10,
+            "the child wrote too little to test anything ({this_round})"
+        );
 
         let s = Store::open(&dir.path().join("s.redb"), id.clone(), Config::default()).unwrap();
         assert_eq!(s.open_report().cut, 0, "an intact store has nothing to cut");
@@ -72,7 +85,10 @@ fn acknowledged_writes_survive_sigkill() {
         assert!(n as usize > acked.len());
         for &(i, parts) in &acked {
             for j in 0..parts {
-                assert!(s.get(format!("k{i}-{j}").as_bytes()).unwrap().is_some(), "acknowledged write k{i}-{j} lost");
+                assert!(
+                    s.get(format!("k{i}-{j}").as_bytes()).unwrap().is_some(),
+                    "acknowledged write k{i}-{j} lost"
+                );
             }
         }
     }
