@@ -317,6 +317,13 @@ impl Store {
 
     /// Every key under `prefix` that has more than one head.
     pub fn multi_headed(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
+        let mut all = self.scan_heads(prefix)?;
+        all.retain(|(_, hs)| hs.len() > 1);
+        Ok(all)
+    }
+
+    /// Every key under `prefix` with all its heads (tombstones included), in key order.
+    pub fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out: Vec<(Vec<u8>, Vec<Head>)> = Vec::new();
@@ -332,7 +339,6 @@ impl Store {
                 _ => out.push((key.to_vec(), vec![h])),
             }
         }
-        out.retain(|(_, hs)| hs.len() > 1);
         Ok(out)
     }
 

@@ -22,6 +22,7 @@ pub trait KvStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn heads(&self, key: &[u8]) -> Result<Vec<Head>>;
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>>;
     /// Each inner vec is one entry, applied atomically; see [`Store::write_batches`].
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>>;
     /// Makes every earlier non-durable write durable.
@@ -55,6 +56,9 @@ impl KvStore for Store {
     }
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Store::scan(self, prefix)
+    }
+    fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
+        Store::scan_heads(self, prefix)
     }
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
         Store::write_batches(self, batches, durable)

@@ -1,0 +1,333 @@
+//! The mount's in-memory model: every present node with its place, attributes
+//! and content manifest, the inode map, and open files. Built once from the
+//! store by the tree function; local operations then update it and the store
+//! together, under one lock, so the two never disagree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+use store::{EntryId, Head, KvStore, Manifest, Op};
+
+use crate::buffer::Buffer;
+use crate::inode_map::InodeMap;
+use crate::node::{self, Attr, Data, KeyKind, Kind, Loc, NodeId};
+use crate::tree::{self, LocHead, NodeInput};
+
+pub struct Node {
+    pub kind: Kind,
+    pub parent: NodeId,
+    pub name: Vec<u8>,
+    pub attr: Attr,
+    pub mtime_ns: i64,
+    pub manifest: Arc<Manifest>,
+    /// Entry ids of the `d` heads: an unlink records them (edit beats delete).
+    pub data_heads: Vec<EntryId>,
+    /// The `l` winner says deleted, yet the node is shown (a concurrent edit
+    /// kept it): the next local write of it puts its place back.
+    pub loc_deleted: bool,
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub children: BTreeMap<Vec<u8>, NodeId>,
+    /// Gone from its directory but still open: readable until the last close.
+    pub unlinked: bool,
+    /// Created by `create` and not yet committed: its first commit writes its
+    /// place and attributes together with its content, as one entry.
+    pub pending_create: bool,
+}
+
+/// A file's content while it is open for writing.
+pub struct Dirty {
+    pub buf: Buffer,
+    /// Changed since the last commit.
+    pub dirty: bool,
+}
+
+#[derive(Default)]
+pub struct OpenFile {
+    pub handles: u32,
+    pub buf: Option<Arc<Mutex<Dirty>>>,
+}
+
+pub enum Handle {
+    File(NodeId),
+    /// A directory listing taken at opendir: offsets index into it, so a large
+    /// directory streams in O(1) per entry.
+    Dir(Vec<(u64, FileType, Vec<u8>)>),
+}
+
+pub struct State {
+    pub nodes: HashMap<NodeId, Node>,
+    pub inodes: InodeMap,
+    pub open: HashMap<NodeId, OpenFile>,
+    pub handles: HashMap<u64, Handle>,
+    next_fh: u64,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+pub fn loc_op(id: NodeId, parent: NodeId, name: &[u8]) -> Op {
+    let l = Loc {
+        parent: parent.0.to_vec(),
+        name: name.to_vec(),
+        deleted: false,
+        seen_data: vec![],
+    };
+    Op::put(node::loc_key(id), prost::Message::encode_to_vec(&l))
+}
+
+pub fn delete_op(id: NodeId, n: &Node) -> Op {
+    let l = Loc {
+        parent: n.parent.0.to_vec(),
+        name: n.name.clone(),
+        deleted: true,
+        seen_data: n.data_heads.iter().map(|e| e.0.to_vec()).collect(),
+    };
+    Op::put(node::loc_key(id), prost::Message::encode_to_vec(&l))
+}
+
+pub fn attr_op(id: NodeId, a: &Attr) -> Op {
+    Op::put(node::attr_key(id), prost::Message::encode_to_vec(a))
+}
+
+pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64) -> Op {
+    let d = Data {
+        manifest: m.encode(),
+        mtime_ns,
+    };
+    Op::put(node::data_key(id), prost::Message::encode_to_vec(&d))
+}
+
+impl Node {
+    pub fn new(kind: Kind, parent: NodeId, name: &[u8], attr: Attr) -> Node {
+        Node {
+            kind,
+            parent,
+            name: name.to_vec(),
+            attr,
+            mtime_ns: now_ns(),
+            manifest: Arc::new(Manifest::default()),
+            data_heads: vec![],
+            loc_deleted: false,
+            xattrs: BTreeMap::new(),
+            children: BTreeMap::new(),
+            unlinked: false,
+            pending_create: false,
+        }
+    }
+
+    pub fn file_type(&self) -> FileType {
+        match self.kind {
+            Kind::File => FileType::RegularFile,
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+        }
+    }
+
+    /// Every op that writes this node's place, attributes and content.
+    pub fn create_ops(&self, id: NodeId) -> Vec<Op> {
+        vec![
+            loc_op(id, self.parent, &self.name),
+            attr_op(id, &self.attr),
+            data_op(id, &self.manifest, self.mtime_ns),
+        ]
+    }
+}
+
+impl State {
+    /// Builds the model from the store: one scan, then the tree function.
+    pub fn load(store: &dyn KvStore, inodes: InodeMap) -> store::Result<State> {
+        let mut inputs: BTreeMap<NodeId, NodeInput> = BTreeMap::new();
+        let mut attrs: HashMap<NodeId, Attr> = HashMap::new();
+        let mut datas: HashMap<NodeId, Data> = HashMap::new();
+        let mut xattrs: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<u8>>> = HashMap::new();
+        let mut locs: HashMap<NodeId, Vec<LocHead>> = HashMap::new();
+        let mut data_heads: HashMap<NodeId, Vec<EntryId>> = HashMap::new();
+        let winner = |hs: &[Head]| store::head::winner(hs).and_then(|h| h.value.clone());
+        for (key, heads) in store.scan_heads(node::PREFIX)? {
+            match node::parse_key(&key) {
+                Some(KeyKind::Loc(id)) => {
+                    let hs = heads
+                        .iter()
+                        .filter_map(|h| {
+                            Some(LocHead {
+                                loc: node::decode(h.value.as_ref()?)?,
+                                hlc: h.hlc,
+                                author: h.author,
+                                entry: h.entry,
+                            })
+                        })
+                        .collect();
+                    locs.insert(id, hs);
+                }
+                Some(KeyKind::Attr(id)) => {
+                    if let Some(a) = winner(&heads).and_then(|v| node::decode::<Attr>(&v)) {
+                        attrs.insert(id, a);
+                    }
+                }
+                Some(KeyKind::Data(id)) => {
+                    data_heads.insert(
+                        id,
+                        heads.iter().filter(|h| h.value.is_some()).map(|h| h.entry).collect(),
+                    );
+                    if let Some(d) = winner(&heads).and_then(|v| node::decode::<Data>(&v)) {
+                        datas.insert(id, d);
+                    }
+                }
+                Some(KeyKind::Xattr(id, name)) => {
+                    if let Some(v) = winner(&heads) {
+                        xattrs.entry(id).or_default().insert(name.to_vec(), v);
+                    }
+                }
+                None => {}
+            }
+        }
+        for (id, hs) in &locs {
+            if let Some(a) = attrs.get(id) {
+                inputs.insert(
+                    *id,
+                    NodeInput {
+                        kind: a.kind(),
+                        locs: hs.clone(),
+                        data_heads: data_heads.get(id).cloned().unwrap_or_default(),
+                    },
+                );
+            }
+        }
+        let t = tree::build(&inputs);
+        let mut st = State {
+            nodes: HashMap::new(),
+            inodes,
+            open: HashMap::new(),
+            handles: HashMap::new(),
+            next_fh: 1,
+        };
+        let root_attr = attrs.remove(&NodeId::ROOT).unwrap_or(Attr {
+            kind: Kind::Dir as u32,
+            mode: 0o755,
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+            target: vec![],
+        });
+        let mut root = Node::new(Kind::Dir, NodeId::ROOT, b"", root_attr);
+        if let Some(d) = datas.get(&NodeId::ROOT) {
+            root.mtime_ns = d.mtime_ns;
+        }
+        st.nodes.insert(NodeId::ROOT, root);
+        for (id, placed) in &t.placed {
+            let attr = attrs[id].clone();
+            let mut n = Node::new(attr.kind(), placed.parent, &placed.name, attr);
+            if let Some(d) = datas.get(id) {
+                n.mtime_ns = d.mtime_ns;
+                n.manifest = Arc::new(Manifest::decode(&d.manifest).unwrap_or_default());
+            }
+            n.data_heads = data_heads.remove(id).unwrap_or_default();
+            n.loc_deleted = locs[id]
+                .iter()
+                .max_by_key(|h| (h.hlc, h.author, h.entry))
+                .is_some_and(|h| h.loc.deleted);
+            n.xattrs = xattrs.remove(id).unwrap_or_default();
+            st.nodes.insert(*id, n);
+        }
+        for (dir, kids) in t.children {
+            if let Some(n) = st.nodes.get_mut(&dir) {
+                n.children = kids;
+            }
+        }
+        Ok(st)
+    }
+
+    pub fn new_fh(&mut self, h: Handle) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, h);
+        fh
+    }
+
+    pub fn id_of(&self, ino: INodeNo) -> Option<NodeId> {
+        self.inodes.node(ino.0)
+    }
+
+    pub fn size_of(&self, id: NodeId) -> u64 {
+        if let Some(b) = self.open.get(&id).and_then(|o| o.buf.as_ref()) {
+            return b.lock().unwrap().buf.len();
+        }
+        match self.nodes.get(&id) {
+            Some(n) if n.kind == Kind::Symlink => n.attr.target.len() as u64,
+            Some(n) => n.manifest.size(),
+            None => 0,
+        }
+    }
+
+    pub fn file_attr(&mut self, id: NodeId) -> Option<FileAttr> {
+        let size = self.size_of(id);
+        let ino = self.inodes.ino(id);
+        let n = self.nodes.get(&id)?;
+        let t = time(n.mtime_ns);
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: n.file_type(),
+            perm: (n.attr.mode & 0o7777) as u16,
+            nlink: 1,
+            uid: n.attr.uid,
+            gid: n.attr.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+
+    /// Takes a node out of the model (after its delete was written), unless it
+    /// is still open: then it lingers, unlinked, until the last close.
+    pub fn drop_node(&mut self, id: NodeId) {
+        if let Some((parent, name)) = self.nodes.get(&id).map(|n| (n.parent, n.name.clone())) {
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                if p.children.get(&name) == Some(&id) {
+                    p.children.remove(&name);
+                }
+            }
+        }
+        if self.open.get(&id).is_some_and(|o| o.handles > 0) {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.unlinked = true;
+            }
+        } else {
+            self.nodes.remove(&id);
+            self.inodes.remove(id);
+        }
+    }
+
+    /// Is `id` the directory `ancestor` or inside it?
+    pub fn is_within(&self, mut id: NodeId, ancestor: NodeId) -> bool {
+        loop {
+            if id == ancestor {
+                return true;
+            }
+            if id == NodeId::ROOT {
+                return false;
+            }
+            match self.nodes.get(&id) {
+                Some(n) => id = n.parent,
+                None => return false,
+            }
+        }
+    }
+}

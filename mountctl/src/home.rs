@@ -1,0 +1,125 @@
+//! A node's data folder (`--home`, `LATTICE_HOME`, default `~/.lattice`):
+//!
+//! ```text
+//! HOME/identity                  Ed25519 key, mode 0600 (mountctl init)
+//! HOME/shares/NAME/store.redb    the share's store
+//! HOME/shares/NAME/inodes.redb   this machine's inode numbers
+//! HOME/shares/NAME/daemon.lock   held (flock) by the running daemon
+//! HOME/shares/NAME/control.sock  the running daemon's control socket
+//! HOME/shares/NAME/mountpoint    where it is mounted
+//! HOME/shares/NAME/daemon.log    the daemon's log
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn resolve(arg: Option<PathBuf>) -> Result<Home> {
+        let dir = match arg {
+            Some(d) => d,
+            None => {
+                PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --home DIR")?).join(".lattice")
+            }
+        };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()?.join(dir)
+        };
+        Ok(Home { dir })
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.dir.join("identity")
+    }
+
+    pub fn identity(&self) -> Result<store::Identity> {
+        let p = self.identity_path();
+        if !p.exists() {
+            bail!(
+                "this machine has no identity in {}: run `mountctl init` first",
+                self.dir.display()
+            );
+        }
+        Ok(store::Identity::load(&p)?)
+    }
+
+    pub fn share(&self, name: &str) -> ShareDir {
+        ShareDir {
+            dir: self.dir.join("shares").join(name),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn shares(&self) -> Vec<ShareDir> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("shares")) {
+            for e in rd.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    out.push(self.share(name));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+pub struct ShareDir {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl ShareDir {
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("store.redb")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+    pub fn mountpoint_file(&self) -> PathBuf {
+        self.dir.join("mountpoint")
+    }
+    pub fn mountpoint(&self) -> Option<PathBuf> {
+        std::fs::read_to_string(self.mountpoint_file())
+            .ok()
+            .map(|s| PathBuf::from(s.trim_end_matches('\n')))
+    }
+}
+
+/// Is `dir` a mount point now (per /proc/self/mountinfo)?
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.as_os_str().to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// An absolute path without resolving through a possibly dead mount.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
+    // Canonicalize the parent (alive), keep the last component as given.
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name)),
+        _ => Ok(abs),
+    }
+}
