@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod inode_map;
 pub mod node;
 mod ops;
+pub mod pending;
 pub mod state;
 pub mod tree;
 
@@ -35,6 +36,8 @@ pub(crate) struct Inner {
     pub spill_dir: PathBuf,
     pub unsynced: AtomicBool,
     pub stop: AtomicBool,
+    /// Held from taking a window's ops to their write.
+    pub flush_order: Mutex<()>,
 }
 
 /// The `fuser::Filesystem`. Give it to fuser; keep the [`FsHandle`].
@@ -69,15 +72,20 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
         spill_dir,
         unsynced: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        flush_order: Mutex::new(()),
     });
     let syncer = {
         let inner = inner.clone();
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
+                let mut ticks = 0u32;
                 while !inner.stop.load(Ordering::Acquire) {
                     std::thread::sleep(GROUP_COMMIT);
-                    inner.sync_if_needed();
+                    ticks = ticks.wrapping_add(1);
+                    // Inode numbers only need to outlive a clean unmount (see
+                    // inode_map.rs), so they are synced about once a second.
+                    let _ = inner.flush_inner(ticks % 200 == 0);
                 }
             })
             .expect("spawn group-commit thread")
@@ -92,16 +100,52 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
 }
 
 impl Inner {
-    fn sync_if_needed(&self) {
-        if self.unsynced.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.store.sync() {
-                tracing::error!("group commit failed: {e}");
-                self.unsynced.store(true, Ordering::Release);
-            }
-            if let Err(e) = self.state.lock().unwrap().inodes.persist(true) {
+    /// The group commit: writes every pending op as one entry (a few if there
+    /// are very many) and syncs. `fsync` calls it directly.
+    pub(crate) fn flush(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
+        self.flush_inner(sync_inodes)
+    }
+
+    fn flush_inner(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
+        // Windows are written in the order they were taken: a key written in two
+        // windows must end with the later value as the later entry.
+        let _order = self.flush_order.lock().unwrap();
+        let ops = {
+            let mut st = self.state.lock().unwrap();
+            if let Err(e) = st.inodes.persist(sync_inodes) {
                 tracing::error!("saving the inode map failed: {e}");
             }
+            let ops = st.pending.take();
+            for op in &ops {
+                if let Some(node::KeyKind::Loc(id)) = node::parse_key(&op.key) {
+                    if let Some(n) = st.nodes.get_mut(&id) {
+                        n.pending_create = false;
+                    }
+                }
+            }
+            ops
+        };
+        if !ops.is_empty() {
+            let batches: Vec<Vec<store::Op>> = ops.chunks(4096).map(|c| c.to_vec()).collect();
+            if let Err(e) = self.store.write_batches(batches, false) {
+                // Nothing is lost: the ops go back in front of anything newer.
+                tracing::error!("group commit failed, will retry: {e}");
+                let mut st = self.state.lock().unwrap();
+                let newer = st.pending.take();
+                st.pending.queue(ops);
+                st.pending.queue(newer);
+                return Err(fuser::Errno::EIO);
+            }
+            self.unsynced.store(true, Ordering::Release);
         }
+        if self.unsynced.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.store.sync() {
+                tracing::error!("group commit sync failed: {e}");
+                self.unsynced.store(true, Ordering::Release);
+                return Err(fuser::Errno::EIO);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -120,7 +164,9 @@ impl FsHandle {
             let _ = t.join();
         }
         self.inner.unsynced.store(true, Ordering::Release);
-        self.inner.sync_if_needed();
+        if self.inner.flush(true).is_err() {
+            tracing::error!("the last group commit failed; see the errors above");
+        }
     }
 
     /// Number of nodes shown (for status).

@@ -12,8 +12,8 @@
 //! | `n` id `x` name        | an xattr value                          | setxattr / removexattr |
 //!
 //! A rename is one write to `l`. An unlink writes `l` with `deleted` set and
-//! leaves `d` alone: the deleted `Loc` keeps the last place and lists the `d`
-//! heads the deleter saw, so an edit it did not see (a concurrent one) brings
+//! leaves `d` alone: the deleted `Loc` keeps the last place and lists the
+//! versions of the `d` heads the deleter saw, so an edit it did not see (a concurrent one) brings
 //! the file back there (edit beats delete), and a rename racing the delete
 //! never loses the content.
 
@@ -109,9 +109,9 @@ pub struct Loc {
     pub name: Vec<u8>,
     #[prost(bool, tag = "3")]
     pub deleted: bool,
-    /// With `deleted`: the entry ids of the `d` heads the deleter saw.
-    #[prost(bytes = "vec", repeated, tag = "4")]
-    pub seen_data: Vec<Vec<u8>>,
+    /// With `deleted`: the versions of the `d` heads the deleter saw.
+    #[prost(uint64, repeated, tag = "4")]
+    pub seen_data: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -147,6 +147,10 @@ pub struct Data {
     pub manifest: Vec<u8>,
     #[prost(int64, tag = "2")]
     pub mtime_ns: i64,
+    /// Random, new with every write: lets a delete name the versions it saw
+    /// before the entry that carries them has an id.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
 }
 
 pub fn decode<M: Message + Default>(bytes: &[u8]) -> Option<M> {

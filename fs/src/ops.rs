@@ -4,8 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -13,11 +12,11 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use store::{EntryId, Op};
+use store::Op;
 
 use crate::buffer::Buffer;
 use crate::node::{self, Attr, Kind, NodeId};
-use crate::state::{self, Dirty, Handle, Node, OpenFile, State, now_ns};
+use crate::state::{self, Handle, Node, OpenBuffer, OpenFile, State, now_ns};
 use crate::tree::NAME_MAX;
 use crate::{Inner, LatticeFs, TTL};
 
@@ -48,10 +47,28 @@ fn user_xattr(name: &OsStr) -> R<&[u8]> {
 }
 
 impl Inner {
-    fn write_ops(&self, ops: Vec<Op>) -> R<EntryId> {
-        let id = self.store.write_batches(vec![ops], false).map_err(eio)?[0];
-        self.unsynced.store(true, Ordering::Release);
-        Ok(id)
+    /// Queues ops of node `id` for the next group commit. A node that a
+    /// concurrent edit kept alive after a delete gets its place back with them.
+    fn queue(st: &mut State, id: NodeId, ops: Vec<Op>) {
+        let n = st.nodes.get_mut(&id).expect("queued for a present node");
+        if n.loc_deleted {
+            n.loc_deleted = false;
+            let (parent, name) = (n.parent, n.name.clone());
+            st.pending.queue([state::loc_op(id, parent, &name)]);
+        }
+        st.pending.queue(ops);
+    }
+
+    /// Queues the delete of `id` (or forgets it, if it never reached the store).
+    fn queue_delete(st: &mut State, id: NodeId) {
+        let n = &st.nodes[&id];
+        let was_written = !n.pending_create;
+        let names: Vec<Vec<u8>> = n.xattrs.keys().cloned().collect();
+        let op = state::delete_op(id, n);
+        st.pending.forget_node(id, names.iter());
+        if was_written {
+            st.pending.queue([op]);
+        }
     }
 
     fn node_id(st: &State, ino: INodeNo) -> R<NodeId> {
@@ -72,7 +89,7 @@ impl Inner {
     }
 
     /// The open-file buffer of `id`, filled with its current content if new.
-    fn buffer(&self, st: &mut State, id: NodeId) -> R<Arc<Mutex<Dirty>>> {
+    fn buffer(&self, st: &mut State, id: NodeId) -> R<Arc<OpenBuffer>> {
         let o = st.open.entry(id).or_default();
         if let Some(b) = &o.buf {
             return Ok(b.clone());
@@ -89,7 +106,7 @@ impl Inner {
             buf.write_at(off, &chunk[..n], &self.spill_dir).map_err(eio)?;
             off += n as u64;
         }
-        let b = Arc::new(Mutex::new(Dirty { buf, dirty: false }));
+        let b = OpenBuffer::new(buf, false);
         st.open.get_mut(&id).expect("inserted above").buf = Some(b.clone());
         Ok(b)
     }
@@ -100,7 +117,7 @@ impl Inner {
         let Some(b) = self.state.lock().unwrap().open.get(&id).and_then(|o| o.buf.clone()) else {
             return Ok(());
         };
-        let mut d = b.lock().unwrap();
+        let mut d = b.content.lock().unwrap();
         if !d.dirty {
             return Ok(());
         }
@@ -113,16 +130,8 @@ impl Inner {
         }
         n.mtime_ns = now_ns();
         n.manifest = Arc::new(manifest);
-        let ops = if n.pending_create || n.loc_deleted {
-            n.create_ops(id)
-        } else {
-            vec![state::data_op(id, &n.manifest, n.mtime_ns)]
-        };
-        let eid = self.write_ops(ops)?;
-        let n = st.nodes.get_mut(&id).expect("held under lock");
-        n.pending_create = false;
-        n.loc_deleted = false;
-        n.data_heads = vec![eid];
+        let op = n.data_op(id);
+        Self::queue(&mut st, id, vec![op]);
         Ok(())
     }
 
@@ -152,8 +161,11 @@ impl Inner {
     }
 
     /// Adds a node to the model (after its entry, if any, was written).
-    fn insert(&self, st: &mut State, id: NodeId, n: Node) {
+    fn insert(&self, st: &mut State, id: NodeId, mut n: Node) {
         let (p, name) = (n.parent, n.name.clone());
+        let ops = n.create_ops(id);
+        st.pending.queue(ops);
+        n.pending_create = true;
         st.nodes.insert(id, n);
         st.nodes.get_mut(&p).expect("parent checked").children.insert(name, id);
     }
@@ -170,10 +182,7 @@ impl Inner {
             (true, true) if !n.children.is_empty() => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
-        if !n.pending_create {
-            let op = state::delete_op(id, n);
-            self.write_ops(vec![op])?;
-        }
+        Self::queue_delete(&mut st, id);
         st.drop_node(id);
         Ok(())
     }
@@ -191,7 +200,6 @@ impl Inner {
             return Err(Errno::EINVAL);
         }
         let target = st.nodes[&np].children.get(newname).copied();
-        let mut ops = Vec::new();
         if let Some(t) = target {
             if t == id {
                 return Ok(());
@@ -206,33 +214,15 @@ impl Inner {
                 (true, true) if !tn.children.is_empty() => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
-            if !tn.pending_create {
-                ops.push(state::delete_op(t, tn));
-            }
+            Self::queue_delete(&mut st, t);
+            st.drop_node(t);
         }
         let n = st.nodes.get_mut(&id).expect("looked up");
         n.parent = np;
         n.name = newname.to_vec();
-        if n.pending_create {
-            // Still only in memory: it is committed, at its new place, on close.
-        } else if n.loc_deleted {
-            ops.extend(n.create_ops(id));
-        } else {
-            ops.push(state::loc_op(id, np, newname));
-        }
-        if !ops.is_empty() {
-            self.write_ops(ops)?;
-        }
-        if let Some(t) = target {
-            st.drop_node(t);
-        }
+        Self::queue(&mut st, id, vec![state::loc_op(id, np, newname)]);
         st.nodes.get_mut(&p).expect("dir").children.remove(name);
-        st.nodes
-            .get_mut(&np)
-            .expect("dir")
-            .children
-            .insert(newname.to_vec(), id);
-        st.nodes.get_mut(&id).expect("looked up").loc_deleted = false;
+        st.nodes.get_mut(&np).expect("dir").children.insert(newname.to_vec(), id);
         Ok(())
     }
 
@@ -255,9 +245,10 @@ impl Inner {
             let b = self.buffer(&mut st, id)?;
             drop(st);
             {
-                let mut d = b.lock().unwrap();
+                let mut d = b.content.lock().unwrap();
                 d.buf.set_len(size, &self.spill_dir).map_err(eio)?;
                 d.dirty = true;
+                b.len.store(d.buf.len(), std::sync::atomic::Ordering::Release);
             }
             if !open {
                 // Not open: a truncate(2) is its own change, committed now.
@@ -291,21 +282,11 @@ impl Inner {
                     Err(e) => -(e.duration().as_nanos() as i64),
                 },
             };
-            ops.push(state::data_op(id, &n.manifest, n.mtime_ns));
+            ops.push(n.data_op(id));
         }
-        if ops.is_empty() {
-            return Ok(());
+        if !ops.is_empty() {
+            Self::queue(&mut st, id, ops);
         }
-        if n.pending_create || n.loc_deleted {
-            ops = n.create_ops(id);
-        }
-        let eid = self.write_ops(ops)?;
-        let n = st.nodes.get_mut(&id).expect("held under lock");
-        if n.pending_create || n.loc_deleted || mtime.is_some() {
-            n.data_heads = vec![eid];
-        }
-        n.pending_create = false;
-        n.loc_deleted = false;
         Ok(())
     }
 
@@ -354,6 +335,14 @@ impl Filesystem for LatticeFs {
         })();
         match r {
             Ok(id) => reply_entry(&mut st, id, reply),
+            // A negative entry (inode 0) lets the kernel cache "no such name".
+            Err(Errno::ENOENT) => match st.file_attr(NodeId::ROOT) {
+                Some(mut a) => {
+                    a.ino = INodeNo(0);
+                    reply.entry(&TTL, &a, Generation(0))
+                }
+                None => reply.error(Errno::ENOENT),
+            },
             Err(e) => reply.error(e),
         }
     }
@@ -422,7 +411,9 @@ impl Filesystem for LatticeFs {
         let r = (|| {
             let (id, n) = self.0.new_node(req, parent, name, Kind::File, mode & !umask, b"")?;
             let mut st = self.0.state.lock().unwrap();
-            self.0.write_ops(n.create_ops(id))?;
+            if st.nodes[&n.parent].children.contains_key(&n.name) {
+                return Err(Errno::EEXIST);
+            }
             self.0.insert(&mut st, id, n);
             Ok::<_, Errno>((id, st))
         })();
@@ -439,7 +430,6 @@ impl Filesystem for LatticeFs {
             if st.nodes[&n.parent].children.contains_key(&n.name) {
                 return Err(Errno::EEXIST);
             }
-            self.0.write_ops(n.create_ops(id))?;
             self.0.insert(&mut st, id, n);
             Ok((id, st))
         })();
@@ -477,7 +467,6 @@ impl Filesystem for LatticeFs {
             if st.nodes[&n.parent].children.contains_key(&n.name) {
                 return Err(Errno::EEXIST);
             }
-            self.0.write_ops(n.create_ops(id))?;
             self.0.insert(&mut st, id, n);
             Ok((id, st))
         })();
@@ -532,17 +521,13 @@ impl Filesystem for LatticeFs {
         reply: ReplyCreate,
     ) {
         let r = (|| {
-            let (id, mut n) = self.0.new_node(req, parent, name, Kind::File, mode & !umask, b"")?;
-            n.pending_create = true;
+            let (id, n) = self.0.new_node(req, parent, name, Kind::File, mode & !umask, b"")?;
             let mut st = self.0.state.lock().unwrap();
             if st.nodes[&n.parent].children.contains_key(&n.name) {
                 return Err(Errno::EEXIST);
             }
             self.0.insert(&mut st, id, n);
-            let buf = Arc::new(Mutex::new(Dirty {
-                buf: Buffer::new(),
-                dirty: true,
-            }));
+            let buf = OpenBuffer::new(Buffer::new(), true);
             st.open.insert(
                 id,
                 OpenFile {
@@ -586,7 +571,7 @@ impl Filesystem for LatticeFs {
         };
         let mut buf = vec![0u8; size as usize];
         let n = match source {
-            Err(b) => b.lock().unwrap().buf.read_at(offset, &mut buf).map_err(eio),
+            Err(b) => b.content.lock().unwrap().buf.read_at(offset, &mut buf).map_err(eio),
             Ok(m) => self.0.store.read_content(&m, offset, &mut buf).map_err(eio),
         };
         match n {
@@ -614,10 +599,11 @@ impl Filesystem for LatticeFs {
                 Err(e) => return reply.error(e),
             }
         };
-        let mut d = b.lock().unwrap();
+        let mut d = b.content.lock().unwrap();
         match d.buf.write_at(offset, data, &self.0.spill_dir) {
             Ok(()) => {
                 d.dirty = true;
+                b.len.store(d.buf.len(), std::sync::atomic::Ordering::Release);
                 reply.written(data.len() as u32)
             }
             Err(e) => reply.error(eio(e)),
@@ -706,9 +692,9 @@ impl Filesystem for LatticeFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.0.store.sync() {
+        match self.0.flush(true) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(eio(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -752,11 +738,7 @@ impl Filesystem for LatticeFs {
             if flags & libc::XATTR_REPLACE != 0 && !exists {
                 return Err(Errno::ENODATA);
             }
-            if st.nodes[&id].pending_create {
-                self.0.commit_pending(&mut st, id)?;
-            }
-            self.0
-                .write_ops(vec![Op::put(node::xattr_key(id, name), value.to_vec())])?;
+            Inner::queue(&mut st, id, vec![Op::put(node::xattr_key(id, name), value.to_vec())]);
             st.nodes
                 .get_mut(&id)
                 .expect("checked")
@@ -810,7 +792,7 @@ impl Filesystem for LatticeFs {
             if !st.nodes[&id].xattrs.contains_key(name) {
                 return Err(Errno::ENODATA);
             }
-            self.0.write_ops(vec![Op::delete(node::xattr_key(id, name))])?;
+            Inner::queue(&mut st, id, vec![Op::delete(node::xattr_key(id, name))]);
             st.nodes.get_mut(&id).expect("checked").xattrs.remove(name);
             Ok(())
         })();
@@ -823,19 +805,5 @@ impl Filesystem for LatticeFs {
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The mount uses default_permissions: the kernel checks modes itself.
         reply.ok();
-    }
-}
-
-impl Inner {
-    /// Writes a created-but-uncommitted node's place and attributes now, for an
-    /// operation that must reference it in the store (xattrs).
-    fn commit_pending(&self, st: &mut State, id: NodeId) -> R<()> {
-        let n = st.nodes.get_mut(&id).ok_or(Errno::ENOENT)?;
-        let ops = n.create_ops(id);
-        let eid = self.write_ops(ops)?;
-        let n = st.nodes.get_mut(&id).expect("checked");
-        n.pending_create = false;
-        n.data_heads = vec![eid];
-        Ok(())
     }
 }

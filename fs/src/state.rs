@@ -4,11 +4,12 @@
 //! together, under one lock, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
-use store::{EntryId, Head, KvStore, Manifest, Op};
+use store::{Head, KvStore, Manifest, Op};
 
 use crate::buffer::Buffer;
 use crate::inode_map::InodeMap;
@@ -22,8 +23,8 @@ pub struct Node {
     pub attr: Attr,
     pub mtime_ns: i64,
     pub manifest: Arc<Manifest>,
-    /// Entry ids of the `d` heads: an unlink records them (edit beats delete).
-    pub data_heads: Vec<EntryId>,
+    /// Versions of the `d` heads: an unlink records them (edit beats delete).
+    pub data_heads: Vec<u64>,
     /// The `l` winner says deleted, yet the node is shown (a concurrent edit
     /// kept it): the next local write of it puts its place back.
     pub loc_deleted: bool,
@@ -31,8 +32,8 @@ pub struct Node {
     pub children: BTreeMap<Vec<u8>, NodeId>,
     /// Gone from its directory but still open: readable until the last close.
     pub unlinked: bool,
-    /// Created by `create` and not yet committed: its first commit writes its
-    /// place and attributes together with its content, as one entry.
+    /// Created here and not yet written to the store (its ops are pending):
+    /// deleting it now just forgets them.
     pub pending_create: bool,
 }
 
@@ -43,10 +44,27 @@ pub struct Dirty {
     pub dirty: bool,
 }
 
+/// An open file's buffer. Lock order: `content` before the state lock, never
+/// the other way round; so the state side reads the size from `len`, which
+/// every change of `content` updates while holding it.
+pub struct OpenBuffer {
+    pub len: AtomicU64,
+    pub content: Mutex<Dirty>,
+}
+
+impl OpenBuffer {
+    pub fn new(buf: Buffer, dirty: bool) -> Arc<OpenBuffer> {
+        Arc::new(OpenBuffer {
+            len: AtomicU64::new(buf.len()),
+            content: Mutex::new(Dirty { buf, dirty }),
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct OpenFile {
     pub handles: u32,
-    pub buf: Option<Arc<Mutex<Dirty>>>,
+    pub buf: Option<Arc<OpenBuffer>>,
 }
 
 pub enum Handle {
@@ -61,6 +79,7 @@ pub struct State {
     pub inodes: InodeMap,
     pub open: HashMap<NodeId, OpenFile>,
     pub handles: HashMap<u64, Handle>,
+    pub pending: crate::pending::Pending,
     next_fh: u64,
 }
 
@@ -93,7 +112,7 @@ pub fn delete_op(id: NodeId, n: &Node) -> Op {
         parent: n.parent.0.to_vec(),
         name: n.name.clone(),
         deleted: true,
-        seen_data: n.data_heads.iter().map(|e| e.0.to_vec()).collect(),
+        seen_data: n.data_heads.clone(),
     };
     Op::put(node::loc_key(id), prost::Message::encode_to_vec(&l))
 }
@@ -102,10 +121,12 @@ pub fn attr_op(id: NodeId, a: &Attr) -> Op {
     Op::put(node::attr_key(id), prost::Message::encode_to_vec(a))
 }
 
-pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64) -> Op {
+/// A new version of `d`; the caller records `version` in the node's data heads.
+pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64, version: u64) -> Op {
     let d = Data {
         manifest: m.encode(),
         mtime_ns,
+        version,
     };
     Op::put(node::data_key(id), prost::Message::encode_to_vec(&d))
 }
@@ -137,12 +158,15 @@ impl Node {
     }
 
     /// Every op that writes this node's place, attributes and content.
-    pub fn create_ops(&self, id: NodeId) -> Vec<Op> {
-        vec![
-            loc_op(id, self.parent, &self.name),
-            attr_op(id, &self.attr),
-            data_op(id, &self.manifest, self.mtime_ns),
-        ]
+    pub fn create_ops(&mut self, id: NodeId) -> Vec<Op> {
+        vec![loc_op(id, self.parent, &self.name), attr_op(id, &self.attr), self.data_op(id)]
+    }
+
+    /// Writes the node's current content and mtime as a new version.
+    pub fn data_op(&mut self, id: NodeId) -> Op {
+        let v = rand::random();
+        self.data_heads = vec![v];
+        data_op(id, &self.manifest, self.mtime_ns, v)
     }
 }
 
@@ -154,7 +178,7 @@ impl State {
         let mut datas: HashMap<NodeId, Data> = HashMap::new();
         let mut xattrs: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<u8>>> = HashMap::new();
         let mut locs: HashMap<NodeId, Vec<LocHead>> = HashMap::new();
-        let mut data_heads: HashMap<NodeId, Vec<EntryId>> = HashMap::new();
+        let mut data_heads: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let winner = |hs: &[Head]| store::head::winner(hs).and_then(|h| h.value.clone());
         for (key, heads) in store.scan_heads(node::PREFIX)? {
             match node::parse_key(&key) {
@@ -178,10 +202,8 @@ impl State {
                     }
                 }
                 Some(KeyKind::Data(id)) => {
-                    data_heads.insert(
-                        id,
-                        heads.iter().filter(|h| h.value.is_some()).map(|h| h.entry).collect(),
-                    );
+                    let versions = heads.iter().filter_map(|h| node::decode::<Data>(h.value.as_ref()?)).map(|d| d.version);
+                    data_heads.insert(id, versions.collect());
                     if let Some(d) = winner(&heads).and_then(|v| node::decode::<Data>(&v)) {
                         datas.insert(id, d);
                     }
@@ -212,6 +234,7 @@ impl State {
             inodes,
             open: HashMap::new(),
             handles: HashMap::new(),
+            pending: Default::default(),
             next_fh: 1,
         };
         let root_attr = attrs.remove(&NodeId::ROOT).unwrap_or(Attr {
@@ -262,7 +285,7 @@ impl State {
 
     pub fn size_of(&self, id: NodeId) -> u64 {
         if let Some(b) = self.open.get(&id).and_then(|o| o.buf.as_ref()) {
-            return b.lock().unwrap().buf.len();
+            return b.len.load(Ordering::Acquire);
         }
         match self.nodes.get(&id) {
             Some(n) if n.kind == Kind::Symlink => n.attr.target.len() as u64,

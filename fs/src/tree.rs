@@ -45,8 +45,8 @@ impl LocHead {
 pub struct NodeInput {
     pub kind: Kind,
     pub locs: Vec<LocHead>,
-    /// Entry ids of the node's current `d` heads.
-    pub data_heads: Vec<EntryId>,
+    /// Versions of the node's current (live) `d` heads.
+    pub data_heads: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub fn build(nodes: &BTreeMap<NodeId, NodeInput>) -> Tree {
     for (id, h) in &win {
         let n = &nodes[id];
         let alive = !h.loc.deleted
-            || (n.kind != Kind::Dir && n.data_heads.iter().any(|d| !h.loc.seen_data.iter().any(|s| s == &d.0)));
+            || (n.kind != Kind::Dir && n.data_heads.iter().any(|d| !h.loc.seen_data.contains(d)));
         if alive && parent.contains_key(id) {
             present.insert(*id);
         }
@@ -287,7 +287,7 @@ mod tests {
                 NodeInput {
                     kind,
                     locs: vec![h],
-                    data_heads: vec![EntryId([200 + n; 32])],
+                    data_heads: vec![200 + n as u64],
                 },
             );
         }
@@ -300,7 +300,7 @@ mod tests {
         fn set(&mut self, n: u8, parent: NodeId, name: &str, deleted: bool, by: u8) {
             let mut h = self.head(parent, name, deleted, by);
             if deleted {
-                h.loc.seen_data = self.nodes[&id(n)].data_heads.iter().map(|d| d.0.to_vec()).collect();
+                h.loc.seen_data = self.nodes[&id(n)].data_heads.clone();
             }
             self.nodes.get_mut(&id(n)).unwrap().locs = vec![h];
         }
@@ -337,7 +337,7 @@ mod tests {
         s.set(1, NodeId::ROOT, "d", true, 1); // and its directory
         assert_eq!(s.paths(), Vec::<String>::new());
         // A data head the delete did not see: the file and its directory come back.
-        s.nodes.get_mut(&id(2)).unwrap().data_heads.push(EntryId([99; 32]));
+        s.nodes.get_mut(&id(2)).unwrap().data_heads.push(99);
         assert_eq!(s.paths(), vec!["/d", "/d/f"]);
     }
 
