@@ -128,7 +128,9 @@ impl Inner {
         if n.unlinked {
             return Ok(());
         }
-        n.mtime_ns = now_ns();
+        if let Some(t) = b.mtime() {
+            n.mtime_ns = t;
+        }
         n.manifest = Arc::new(manifest);
         let op = n.data_op(id);
         Self::queue(&mut st, id, vec![op]);
@@ -147,6 +149,9 @@ impl Inner {
         let name = check_name(name)?;
         let st = self.state.lock().unwrap();
         let p = Self::dir(&st, parent)?;
+        if st.nodes[&p].unlinked {
+            return Err(Errno::ENOENT);
+        }
         if st.nodes[&p].children.contains_key(name) {
             return Err(Errno::EEXIST);
         }
@@ -222,7 +227,11 @@ impl Inner {
         n.name = newname.to_vec();
         Self::queue(&mut st, id, vec![state::loc_op(id, np, newname)]);
         st.nodes.get_mut(&p).expect("dir").children.remove(name);
-        st.nodes.get_mut(&np).expect("dir").children.insert(newname.to_vec(), id);
+        st.nodes
+            .get_mut(&np)
+            .expect("dir")
+            .children
+            .insert(newname.to_vec(), id);
         Ok(())
     }
 
@@ -248,7 +257,7 @@ impl Inner {
                 let mut d = b.content.lock().unwrap();
                 d.buf.set_len(size, &self.spill_dir).map_err(eio)?;
                 d.dirty = true;
-                b.len.store(d.buf.len(), std::sync::atomic::Ordering::Release);
+                b.changed(&d);
             }
             if !open {
                 // Not open: a truncate(2) is its own change, committed now.
@@ -275,14 +284,18 @@ impl Inner {
             ops.push(state::attr_op(id, &n.attr));
         }
         if let Some(t) = mtime {
-            n.mtime_ns = match t {
+            let t = match t {
                 TimeOrNow::Now => now_ns(),
                 TimeOrNow::SpecificTime(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
                     Ok(d) => d.as_nanos() as i64,
                     Err(e) => -(e.duration().as_nanos() as i64),
                 },
             };
+            n.mtime_ns = t;
             ops.push(n.data_op(id));
+            if let Some(b) = st.open.get(&id).and_then(|o| o.buf.as_ref()) {
+                b.mtime.store(t, std::sync::atomic::Ordering::Release);
+            }
         }
         if !ops.is_empty() {
             Self::queue(&mut st, id, ops);
@@ -302,18 +315,19 @@ impl Inner {
         };
         if last {
             st.open.remove(&id);
-            if st.nodes.get(&id).is_some_and(|n| n.unlinked) {
-                st.nodes.remove(&id);
-                st.inodes.remove(id);
-            }
+            st.reap(id);
         }
         r
     }
 }
 
+/// Tells the kernel of a node; it now holds one more lookup of it.
 fn reply_entry(st: &mut State, id: NodeId, reply: ReplyEntry) {
     match st.file_attr(id) {
-        Some(a) => reply.entry(&TTL, &a, Generation(0)),
+        Some(a) => {
+            *st.lookups.entry(id).or_default() += 1;
+            reply.entry(&TTL, &a, Generation(0))
+        }
         None => reply.error(Errno::ENOENT),
     }
 }
@@ -344,6 +358,18 @@ impl Filesystem for LatticeFs {
                 None => reply.error(Errno::ENOENT),
             },
             Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let mut st = self.0.state.lock().unwrap();
+        let Some(id) = st.id_of(ino) else { return };
+        if let Some(n) = st.lookups.get_mut(&id) {
+            *n = n.saturating_sub(nlookup);
+            if *n == 0 {
+                st.lookups.remove(&id);
+                st.reap(id);
+            }
         }
     }
 
@@ -540,7 +566,10 @@ impl Filesystem for LatticeFs {
         })();
         match r {
             Ok((id, fh, mut st)) => match st.file_attr(id) {
-                Some(a) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Some(a) => {
+                    *st.lookups.entry(id).or_default() += 1;
+                    reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+                }
                 None => reply.error(Errno::EIO),
             },
             Err(e) => reply.error(e),
@@ -603,7 +632,7 @@ impl Filesystem for LatticeFs {
         match d.buf.write_at(offset, data, &self.0.spill_dir) {
             Ok(()) => {
                 d.dirty = true;
-                b.len.store(d.buf.len(), std::sync::atomic::Ordering::Release);
+                b.changed(&d);
                 reply.written(data.len() as u32)
             }
             Err(e) => reply.error(eio(e)),

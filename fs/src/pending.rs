@@ -62,7 +62,10 @@ mod tests {
         p.queue([Op::put(node::loc_key(a), "2"), Op::put(node::data_key(a), "d")]);
         p.forget_node(b, std::iter::empty());
         let ops = p.take();
-        assert_eq!(ops, vec![Op::put(node::loc_key(a), "2"), Op::put(node::data_key(a), "d")]);
+        assert_eq!(
+            ops,
+            vec![Op::put(node::loc_key(a), "2"), Op::put(node::data_key(a), "d")]
+        );
         assert!(p.is_empty());
     }
 }

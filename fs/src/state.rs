@@ -4,7 +4,7 @@
 //! together, under one lock, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,15 +49,32 @@ pub struct Dirty {
 /// every change of `content` updates while holding it.
 pub struct OpenBuffer {
     pub len: AtomicU64,
+    /// The mtime the next commit stores: the time of the last write or
+    /// truncate, or a time set since (`futimens` before `close`, as cp and tar
+    /// do). [`NO_MTIME`] until either happens.
+    pub mtime: AtomicI64,
     pub content: Mutex<Dirty>,
 }
+
+pub const NO_MTIME: i64 = i64::MIN;
 
 impl OpenBuffer {
     pub fn new(buf: Buffer, dirty: bool) -> Arc<OpenBuffer> {
         Arc::new(OpenBuffer {
             len: AtomicU64::new(buf.len()),
+            mtime: AtomicI64::new(NO_MTIME),
             content: Mutex::new(Dirty { buf, dirty }),
         })
+    }
+
+    /// Records a change of content: new length, mtime now.
+    pub fn changed(&self, d: &Dirty) {
+        self.len.store(d.buf.len(), Ordering::Release);
+        self.mtime.store(now_ns(), Ordering::Release);
+    }
+
+    pub fn mtime(&self) -> Option<i64> {
+        Some(self.mtime.load(Ordering::Acquire)).filter(|&t| t != NO_MTIME)
     }
 }
 
@@ -80,6 +97,10 @@ pub struct State {
     pub open: HashMap<NodeId, OpenFile>,
     pub handles: HashMap<u64, Handle>,
     pub pending: crate::pending::Pending,
+    /// How many times the kernel was told of each node (FUSE lookup counts).
+    /// A node the kernel still knows stays openable after an unlink or a
+    /// rename over it, until `forget`.
+    pub lookups: HashMap<NodeId, u64>,
     next_fh: u64,
 }
 
@@ -159,7 +180,11 @@ impl Node {
 
     /// Every op that writes this node's place, attributes and content.
     pub fn create_ops(&mut self, id: NodeId) -> Vec<Op> {
-        vec![loc_op(id, self.parent, &self.name), attr_op(id, &self.attr), self.data_op(id)]
+        vec![
+            loc_op(id, self.parent, &self.name),
+            attr_op(id, &self.attr),
+            self.data_op(id),
+        ]
     }
 
     /// Writes the node's current content and mtime as a new version.
@@ -202,7 +227,10 @@ impl State {
                     }
                 }
                 Some(KeyKind::Data(id)) => {
-                    let versions = heads.iter().filter_map(|h| node::decode::<Data>(h.value.as_ref()?)).map(|d| d.version);
+                    let versions = heads
+                        .iter()
+                        .filter_map(|h| node::decode::<Data>(h.value.as_ref()?))
+                        .map(|d| d.version);
                     data_heads.insert(id, versions.collect());
                     if let Some(d) = winner(&heads).and_then(|v| node::decode::<Data>(&v)) {
                         datas.insert(id, d);
@@ -235,6 +263,7 @@ impl State {
             open: HashMap::new(),
             handles: HashMap::new(),
             pending: Default::default(),
+            lookups: HashMap::new(),
             next_fh: 1,
         };
         let root_attr = attrs.remove(&NodeId::ROOT).unwrap_or(Attr {
@@ -245,8 +274,13 @@ impl State {
             target: vec![],
         });
         let mut root = Node::new(Kind::Dir, NodeId::ROOT, b"", root_attr);
-        if let Some(d) = datas.get(&NodeId::ROOT) {
-            root.mtime_ns = d.mtime_ns;
+        match datas.get(&NodeId::ROOT) {
+            Some(d) => root.mtime_ns = d.mtime_ns,
+            // A new share: its root's attributes and time are written once, so
+            // every later mount (and every peer) shows the same.
+            None => st
+                .pending
+                .queue([attr_op(NodeId::ROOT, &root.attr), root.data_op(NodeId::ROOT)]),
         }
         st.nodes.insert(NodeId::ROOT, root);
         for (id, placed) in &t.placed {
@@ -298,7 +332,8 @@ impl State {
         let size = self.size_of(id);
         let ino = self.inodes.ino(id);
         let n = self.nodes.get(&id)?;
-        let t = time(n.mtime_ns);
+        let open_mtime = self.open.get(&id).and_then(|o| o.buf.as_ref()).and_then(|b| b.mtime());
+        let t = time(open_mtime.unwrap_or(n.mtime_ns));
         Some(FileAttr {
             ino: INodeNo(ino),
             size,
@@ -328,12 +363,20 @@ impl State {
                 }
             }
         }
-        if self.open.get(&id).is_some_and(|o| o.handles > 0) {
-            if let Some(n) = self.nodes.get_mut(&id) {
-                n.unlinked = true;
-            }
-        } else {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.unlinked = true;
+        }
+        self.reap(id);
+    }
+
+    /// Forgets an unlinked node once nothing refers to it: no open handle and
+    /// no kernel lookup.
+    pub fn reap(&mut self, id: NodeId) {
+        let unlinked = self.nodes.get(&id).is_some_and(|n| n.unlinked);
+        let open = self.open.get(&id).is_some_and(|o| o.handles > 0);
+        if unlinked && !open && !self.lookups.contains_key(&id) {
             self.nodes.remove(&id);
+            self.open.remove(&id);
             self.inodes.remove(id);
         }
     }

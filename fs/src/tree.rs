@@ -121,8 +121,8 @@ pub fn build(nodes: &BTreeMap<NodeId, NodeInput>) -> Tree {
     let mut present: HashSet<NodeId> = HashSet::new();
     for (id, h) in &win {
         let n = &nodes[id];
-        let alive = !h.loc.deleted
-            || (n.kind != Kind::Dir && n.data_heads.iter().any(|d| !h.loc.seen_data.contains(d)));
+        let alive =
+            !h.loc.deleted || (n.kind != Kind::Dir && n.data_heads.iter().any(|d| !h.loc.seen_data.contains(d)));
         if alive && parent.contains_key(id) {
             present.insert(*id);
         }

@@ -169,7 +169,12 @@ fn start(home: &Home, sd: &ShareDir, dir: &Path) -> Result<Started> {
         fuser::MountOption::Subtype("lattice".into()),
         fuser::MountOption::DefaultPermissions,
     ];
-    config.n_threads = Some(std::env::var("LATTICE_FUSE_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1));
+    config.n_threads = Some(
+        std::env::var("LATTICE_FUSE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    );
     config.clone_fd = true;
     let session = fuser::Session::new(fs, dir, &config)
         .with_context(|| format!("cannot mount {}", dir.display()))?
