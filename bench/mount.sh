@@ -125,6 +125,13 @@ tar_x() { # DIR -> seconds
   elapsed "$t0" "$t1"
 }
 
+tar_x_sync() { # DIR -> seconds, until the extracted tree is on disk
+  mkdir -p "$1/tar-sync"
+  local t0 t1
+  t0=$(now); tar -xf "$TAR" -C "$1/tar-sync"; sync; t1=$(now)
+  elapsed "$t0" "$t1"
+}
+
 seq_write() { # DIR -> seconds
   local t0 t1
   t0=$(now)
@@ -151,6 +158,7 @@ for rep in $(seq 1 "$REPS"); do
     sync; log "rep $rep, $where: create $FILES files of 4 KiB"; R[$where,create]+=" $(create_files "$D")"
     drop_caches
     log "rep $rep, $where: tar -x";                            R[$where,tar]+=" $(tar_x "$D")"
+    sync; log "rep $rep, $where: tar -x then sync";            R[$where,tarsync]+=" $(tar_x_sync "$D")"
     sync; log "rep $rep, $where: sequential write";            R[$where,write]+=" $(seq_write "$D")"
     log "rep $rep, $where: sequential read";                   R[$where,read]+=" $(seq_read "$D")"
   done
@@ -168,18 +176,20 @@ done
 python3 - "$FILES" "$TAR_N" "$TAR_MIB" "$SEQ_MIB" \
   "${R[native,create]}" "${R[lattice,create]}" "${R[native,tar]}" "${R[lattice,tar]}" \
   "${R[native,write]}" "${R[lattice,write]}" "${R[native,read]}" "${R[lattice,read]}" \
+  "${R[native,tarsync]}" "${R[lattice,tarsync]}" \
   "$(findmnt -n -o FSTYPE -T "$NATIVE" 2>/dev/null || stat -f -c %T "$NATIVE")" "$(nproc)" "$SRC_KIND" "$REPS" <<'EOF'
 import statistics, sys
 a = sys.argv[1:]
 files, tar_n, tar_mib, seq_mib = int(a[0]), int(a[1]), int(a[2]), int(a[3])
-nc, lc, nt, lt, nw, lw, nr, lr = (statistics.median(map(float, x.split())) for x in a[4:12])
-fstype, cores, kind, reps = a[12], a[13], a[14], int(a[15])
+nc, lc, nt, lt, nw, lw, nr, lr, nts, lts = (statistics.median(map(float, x.split())) for x in a[4:14])
+fstype, cores, kind, reps = a[14], a[15], a[16], int(a[17])
 mb = seq_mib * 1048576 / 1e6
 def rate(x): return "{:,.0f}".format(x)
 def slower(r): return "%.1fx slower" % r if r >= 1.05 else ("%.2fx" % r if r > 0.95 else "%.1fx faster" % (1 / r))
 rows = [
     ("create %s files of 4 KiB (ops/s)" % "{:,}".format(files), rate(files / nc), rate(files / lc), slower(lc / nc)),
     ("tar -x of %s files, %d MiB (s)" % ("{:,}".format(tar_n), tar_mib), "%.2f" % nt, "%.2f" % lt, slower(lt / nt)),
+    ("tar -x then sync: until on disk (s)", "%.2f" % nts, "%.2f" % lts, slower(lts / nts)),
     ("sequential write %d MiB, dd conv=fsync (MB/s)" % seq_mib, rate(mb / nw), rate(mb / lw), slower(lw / nw)),
     ("sequential read %d MiB, caches dropped (MB/s)" % seq_mib, rate(mb / nr), rate(mb / lr), slower(lr / nr)),
 ]

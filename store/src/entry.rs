@@ -12,7 +12,7 @@ use prost::Message;
 use crate::error::Refusal;
 use crate::hlc::Hlc;
 use crate::identity::Identity;
-use crate::ids::{AuthorId, EntryId, ShareId};
+use crate::ids::{AuthorId, ChunkHash, EntryId, ShareId};
 
 /// The entry format this build writes and accepts.
 pub const FORMAT_VERSION: u32 = 1;
@@ -29,6 +29,8 @@ pub mod limits {
     pub const MAX_KEY_BYTES: usize = 4096;
     /// Large enough for the manifest of a ~100 GiB file at 64 KiB chunks.
     pub const MAX_VALUE_BYTES: usize = 8 << 20;
+    /// As many chunks as the largest manifest can name.
+    pub const MAX_REFS_PER_OP: usize = MAX_VALUE_BYTES / 32;
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -61,6 +63,11 @@ pub struct Op {
     pub key: Vec<u8>,
     #[prost(bytes = "vec", optional, tag = "2")]
     pub value: Option<Vec<u8>>,
+    /// Content chunks the value refers to (32-byte hashes). A peer fetches the
+    /// ones it lacks before it applies the entry, without knowing how values
+    /// are encoded.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub refs: Vec<Vec<u8>>,
 }
 
 impl Op {
@@ -68,12 +75,22 @@ impl Op {
         Op {
             key: key.into(),
             value: Some(value.into()),
+            refs: vec![],
         }
     }
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
         Op {
             key: key.into(),
             value: None,
+            refs: vec![],
+        }
+    }
+    /// A put whose value refers to content chunks.
+    pub fn put_with_refs(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, refs: &[ChunkHash]) -> Self {
+        Op {
+            key: key.into(),
+            value: Some(value.into()),
+            refs: refs.iter().map(|h| h.0.to_vec()).collect(),
         }
     }
 }
@@ -105,6 +122,14 @@ pub struct Draft {
 }
 
 impl Entry {
+    /// Every chunk hash the entry's ops refer to.
+    pub fn refs(&self) -> impl Iterator<Item = ChunkHash> + '_ {
+        self.ops
+            .iter()
+            .flat_map(|op| op.refs.iter())
+            .filter_map(|r| ChunkHash::from_slice(r))
+    }
+
     pub fn sign(id: &Identity, d: Draft) -> Result<Entry, Refusal> {
         let body = Body {
             format: FORMAT_VERSION,
@@ -200,6 +225,9 @@ impl Entry {
             }
             if op.value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
                 return Err(Refusal::Malformed(format!("value larger than {MAX_VALUE_BYTES} bytes")));
+            }
+            if op.refs.len() > MAX_REFS_PER_OP || op.refs.iter().any(|r| r.len() != 32) {
+                return Err(malformed("refs must be at most MAX_REFS_PER_OP 32-byte hashes"));
             }
         }
         if verify_signature {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::ids::AuthorId;
+use crate::ids::{AuthorId, ChunkHash};
 
 /// Why an entry offered to [`crate::Store::ingest`] was not accepted. Each variant
 /// reads as one sentence so it can go straight into a log line or a peer's reply.
@@ -28,6 +28,14 @@ pub enum Refusal {
         drift_ms: u64,
         max_ms: u64,
     },
+    #[error("author {0} is not a member of this share")]
+    NotAMember(AuthorId),
+    #[error("author {0} is a reader of this share and may not write")]
+    ReadOnly(AuthorId),
+    #[error("author {author} may not do this: {why}")]
+    NotAllowed { author: AuthorId, why: String },
+    #[error("entry refers to content chunk {0} that is not here yet")]
+    MissingContent(ChunkHash),
 }
 
 #[derive(Debug, thiserror::Error)]

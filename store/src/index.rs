@@ -27,6 +27,7 @@ pub(crate) struct Tables<'t> {
     pub heads: Table<'t, (&'static [u8], Id), &'static [u8]>,
     pub superseded: Table<'t, (&'static [u8], Id), ()>,
     pub orphans: Table<'t, (Id, u64), (u64, &'static [u8])>,
+    pub chunks: Table<'t, Id, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -40,6 +41,7 @@ impl<'t> Tables<'t> {
             heads: txn.open_table(HEADS)?,
             superseded: txn.open_table(SUPERSEDED)?,
             orphans: txn.open_table(ORPHANS)?,
+            chunks: txn.open_table(CHUNKS)?,
         })
     }
 
@@ -63,12 +65,27 @@ impl<'t> Tables<'t> {
         Ok(out)
     }
 
-    /// Stores `e` at the end of the log and indexes it.
-    pub fn append(&mut self, e: &Entry, changes: &mut Vec<Change>, local: bool) -> Result<()> {
-        let pos = match self.log.last()? {
+    /// The first content chunk `e` refers to that is not stored here.
+    pub fn missing_ref(&self, e: &Entry) -> Result<Option<crate::ChunkHash>> {
+        for r in e.refs() {
+            if self.chunks.get(&r.0)?.is_none() {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The log position the next entry gets.
+    pub fn log_end(&self) -> Result<u64> {
+        Ok(match self.log.last()? {
             Some((k, _)) => k.value() + 1,
             None => 0,
-        };
+        })
+    }
+
+    /// Stores `e` at the end of the log and indexes it.
+    pub fn append(&mut self, e: &Entry, changes: &mut Vec<Change>, local: bool) -> Result<()> {
+        let pos = self.log_end()?;
         self.entries.insert(&e.id.0, (pos, e.bytes.as_slice()))?;
         self.log.insert(pos, &e.id.0)?;
         self.index(e, changes, local)

@@ -39,6 +39,7 @@ impl Store {
         let mut changes = Vec::new();
         let mut gaps = Vec::new();
         let mut out = Vec::with_capacity(batch.len());
+        let log_end;
         {
             let mut t = Tables::open(&txn)?;
             for d in decoded {
@@ -54,8 +55,10 @@ impl Store {
                 out.push(o);
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+            log_end = t.log_end()?;
         }
         txn.commit()?;
+        self.durable.send_replace(log_end);
         drop(clock);
         self.watchers.notify(&changes, &gaps);
         Ok(out)
@@ -112,6 +115,9 @@ impl Store {
                 seq: e.seq,
             });
         }
+        if let Some(r) = self.may_apply(t, &e, now)? {
+            return refuse(r);
+        }
         let id = e.id;
         let (author, mut seq, mut prev) = (e.author, e.seq, e.id);
         clock.observe(e.hlc);
@@ -123,6 +129,12 @@ impl Store {
             let Some(bytes) = next else { break };
             match Entry::decode(&bytes) {
                 Ok(o) if o.prev == Some(prev) => {
+                    if let Some(r) = self.may_apply(t, &o, now)? {
+                        // Not yet: it waits again (a later ingest may allow it).
+                        tracing::debug!("orphan stays parked: {r}");
+                        t.orphans.insert((&author.0, o.seq), (now, bytes.as_slice()))?;
+                        break;
+                    }
                     clock.observe(o.hlc);
                     t.append(&o, changes, false)?;
                     (seq, prev) = (o.seq, o.id);
@@ -139,6 +151,17 @@ impl Store {
             }
         }
         Ok(Outcome::Applied { id, released })
+    }
+
+    /// The state-dependent checks: membership, and that every chunk the entry
+    /// refers to is here (so a shown file never lacks its content).
+    fn may_apply(&self, t: &Tables, e: &Entry, now: u64) -> Result<Option<Refusal>> {
+        if self.cfg.enforce_membership {
+            if let Some(r) = crate::membership::check(t, e, now)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(t.missing_ref(e)?.map(Refusal::MissingContent))
     }
 
     /// Drops orphans received more than the configured TTL before `now_ms`.

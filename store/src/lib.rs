@@ -17,6 +17,7 @@ mod identity;
 mod ids;
 mod index;
 mod ingest;
+pub mod membership;
 mod store;
 #[doc(hidden)]
 pub mod tables;
@@ -31,6 +32,7 @@ pub use hlc::Hlc;
 pub use identity::Identity;
 pub use ids::{AuthorId, ChunkHash, EntryId, ShareId};
 pub use ingest::Outcome;
+pub use membership::Role;
 pub use store::{Config, Frontier, Location, OpenReport, Store};
 pub use traits::{KvStore, SyncStore};
 pub use watch::{Change, Gap};

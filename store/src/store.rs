@@ -29,6 +29,9 @@ pub struct Config {
     pub orphan_ttl_ms: u64,
     /// How many of the newest log entries are re-verified on open.
     pub tail_check: usize,
+    /// Check every entry against the share's membership (see `membership.rs`).
+    /// Off for a bare store; the daemon turns it on.
+    pub enforce_membership: bool,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             max_drift_ms: 10 * 60 * 1000,
             orphan_ttl_ms: 24 * 3600 * 1000,
             tail_check: 64,
+            enforce_membership: false,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct Store {
     pub(crate) clock: Mutex<Clock>,
     pub(crate) cfg: Config,
     pub(crate) watchers: Watchers,
+    /// Log positions below this are durable here; only they may leave the machine.
+    pub(crate) durable: tokio::sync::watch::Sender<u64>,
     path: Option<PathBuf>,
     report: OpenReport,
 }
@@ -146,7 +152,7 @@ impl Store {
     fn finish_open(db: Database, loc: Location, me: Identity, cfg: Config) -> Result<Store> {
         let path = loc_path(loc);
         let txn = db.begin_write()?;
-        let (share, hlc, cut) = {
+        let (share, hlc, cut, log_end) = {
             let t = Tables::open(&txn)?;
             let share = match t.meta.get("share")? {
                 Some(v) => ShareId::from_slice(v.value()).ok_or_else(|| Error::Damaged("share id".into()))?,
@@ -159,9 +165,7 @@ impl Store {
                 None => Hlc::default(),
             };
             let cut = damaged_tail(&t, cfg.tail_check)?;
-            // Readers open tables that only writes create otherwise.
-            txn.open_table(CHUNKS)?;
-            (share, hlc, cut)
+            (share, hlc, cut, t.log_end()?)
         };
         let mut report = OpenReport::default();
         if let Some(from) = cut {
@@ -173,8 +177,10 @@ impl Store {
             );
         }
         txn.commit()?;
+        let log_end = if cut.is_some() { log_end_now(&db)? } else { log_end };
         let store = Store {
             db,
+            durable: tokio::sync::watch::Sender::new(log_end),
             share,
             clock: Mutex::new(Clock::new(hlc, cfg.max_drift_ms)),
             me,
@@ -228,6 +234,7 @@ impl Store {
         }
         let mut changes = Vec::new();
         let mut ids = Vec::with_capacity(batches.len());
+        let log_end;
         {
             let mut t = Tables::open(&txn)?;
             let me = self.me.author();
@@ -249,12 +256,21 @@ impl Store {
                         ops,
                     },
                 )?;
+                if self.cfg.enforce_membership {
+                    if let Some(r) = crate::membership::check(&t, &e, crate::hlc::wall_ms())? {
+                        return Err(r.into());
+                    }
+                }
                 t.append(&e, &mut changes, true)?;
                 ids.push(e.id);
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+            log_end = t.log_end()?;
         }
         txn.commit()?;
+        if durable {
+            self.durable.send_replace(log_end);
+        }
         drop(clock);
         self.watchers.notify(&changes, &[]);
         Ok(ids)
@@ -264,8 +280,44 @@ impl Store {
     pub fn sync(&self) -> Result<()> {
         let _w = self.clock.lock().unwrap();
         let txn = self.db.begin_write()?;
+        let log_end = Tables::open(&txn)?.log_end()?;
         txn.commit()?;
+        self.durable.send_replace(log_end);
         Ok(())
+    }
+
+    /// The durable log end, and its changes: the network sends local entries
+    /// only once they are durable here.
+    pub fn watch_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Durable entries at log positions `from..`, at most `limit`, with their positions.
+    pub fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let end = *self.durable.borrow();
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut out = Vec::new();
+        for row in log.range(from..end)?.take(limit) {
+            let (pos, id) = row?;
+            if let Some(v) = entries.get(id.value())? {
+                out.push((pos.value(), v.value().1.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Content chunks that `entries` (wire bytes) refer to and this store lacks.
+    pub fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>> {
+        let mut refs: Vec<ChunkHash> = entries
+            .iter()
+            .filter_map(|b| Entry::decode(b).ok())
+            .flat_map(|e| e.refs().collect::<Vec<_>>())
+            .collect();
+        refs.sort();
+        refs.dedup();
+        self.missing_chunks(&refs)
     }
 
     // ---- reads ----
@@ -395,9 +447,11 @@ impl Store {
                 heap.push(Reverse((pos, *a, from, *last, id)));
             }
         }
+        let durable = *self.durable.borrow();
         let mut out = Vec::new();
-        while let Some(Reverse((_, a, seq, last, id))) = heap.pop() {
-            if out.len() >= limit {
+        while let Some(Reverse((pos, a, seq, last, id))) = heap.pop() {
+            // Popped in log order: everything after a non-durable entry is too.
+            if out.len() >= limit || pos >= durable {
                 break;
             }
             out.push(entries.get(&id)?.expect("looked up above").value().1.to_vec());
@@ -539,6 +593,15 @@ impl Store {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(CHUNKS)?.len()?)
     }
+}
+
+fn log_end_now(db: &Database) -> Result<u64> {
+    let txn = db.begin_read()?;
+    let log = txn.open_table(LOG)?;
+    Ok(match log.last()? {
+        Some((k, _)) => k.value() + 1,
+        None => 0,
+    })
 }
 
 /// Folds repeated keys of one batch into the last op for each (an entry
