@@ -149,7 +149,8 @@ pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64, version: u64) -> Op {
         mtime_ns,
         version,
     };
-    Op::put(node::data_key(id), prost::Message::encode_to_vec(&d))
+    // The chunks travel as refs, so a peer fetches them before it applies this.
+    Op::put_with_refs(node::data_key(id), prost::Message::encode_to_vec(&d), m.chunks())
 }
 
 impl Node {
