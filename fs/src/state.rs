@@ -199,6 +199,25 @@ impl Node {
 impl State {
     /// Builds the model from the store: one scan, then the tree function.
     pub fn load(store: &dyn KvStore, inodes: InodeMap) -> store::Result<State> {
+        let (nodes, init) = load_nodes(store)?;
+        let mut st = State {
+            nodes,
+            inodes,
+            open: HashMap::new(),
+            handles: HashMap::new(),
+            pending: Default::default(),
+            lookups: HashMap::new(),
+            next_fh: 1,
+        };
+        st.pending.queue(init);
+        Ok(st)
+    }
+}
+
+/// Every present node, built from the store by the tree function, and the ops
+/// that initialise the root of a new share (empty otherwise).
+pub fn load_nodes(store: &dyn KvStore) -> store::Result<(HashMap<NodeId, Node>, Vec<Op>)> {
+    {
         let mut inputs: BTreeMap<NodeId, NodeInput> = BTreeMap::new();
         let mut attrs: HashMap<NodeId, Attr> = HashMap::new();
         let mut datas: HashMap<NodeId, Data> = HashMap::new();
@@ -258,15 +277,8 @@ impl State {
             }
         }
         let t = tree::build(&inputs);
-        let mut st = State {
-            nodes: HashMap::new(),
-            inodes,
-            open: HashMap::new(),
-            handles: HashMap::new(),
-            pending: Default::default(),
-            lookups: HashMap::new(),
-            next_fh: 1,
-        };
+        let mut nodes: HashMap<NodeId, Node> = HashMap::new();
+        let mut init = Vec::new();
         let root_attr = attrs.remove(&NodeId::ROOT).unwrap_or(Attr {
             kind: Kind::Dir as u32,
             mode: 0o755,
@@ -279,11 +291,9 @@ impl State {
             Some(d) => root.mtime_ns = d.mtime_ns,
             // A new share: its root's attributes and time are written once, so
             // every later mount (and every peer) shows the same.
-            None => st
-                .pending
-                .queue([attr_op(NodeId::ROOT, &root.attr), root.data_op(NodeId::ROOT)]),
+            None => init = vec![attr_op(NodeId::ROOT, &root.attr), root.data_op(NodeId::ROOT)],
         }
-        st.nodes.insert(NodeId::ROOT, root);
+        nodes.insert(NodeId::ROOT, root);
         for (id, placed) in &t.placed {
             let attr = attrs[id].clone();
             let mut n = Node::new(attr.kind(), placed.parent, &placed.name, attr);
@@ -297,16 +307,18 @@ impl State {
                 .max_by_key(|h| (h.hlc, h.author, h.entry))
                 .is_some_and(|h| h.loc.deleted);
             n.xattrs = xattrs.remove(id).unwrap_or_default();
-            st.nodes.insert(*id, n);
+            nodes.insert(*id, n);
         }
         for (dir, kids) in t.children {
-            if let Some(n) = st.nodes.get_mut(&dir) {
+            if let Some(n) = nodes.get_mut(&dir) {
                 n.children = kids;
             }
         }
-        Ok(st)
+        Ok((nodes, init))
     }
+}
 
+impl State {
     pub fn new_fh(&mut self, h: Handle) -> u64 {
         let fh = self.next_fh;
         self.next_fh += 1;

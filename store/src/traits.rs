@@ -42,6 +42,11 @@ pub trait SyncStore: Send + Sync {
     fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
     fn chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>>;
     fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()>;
+    /// Chunks that `entries` refer to and this store lacks.
+    fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>>;
+    /// The durable log end: only entries below it may leave the machine.
+    fn watch_durable(&self) -> tokio::sync::watch::Receiver<u64>;
+    fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
 }
 
 impl KvStore for Store {
@@ -101,5 +106,14 @@ impl SyncStore for Store {
     }
     fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()> {
         Store::put_chunk(self, hash, bytes)
+    }
+    fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>> {
+        Store::missing_refs(self, entries)
+    }
+    fn watch_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        Store::watch_durable(self)
+    }
+    fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        Store::log_since(self, from, limit)
     }
 }

@@ -1,0 +1,57 @@
+//! The iroh endpoint of a node: its Ed25519 identity is the store's, relays
+//! and public address lookup are off (peers carry explicit addresses, kept in
+//! a [`MemoryLookup`] fed from the share's `addrs/` keys and from tickets).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use iroh::address_lookup::MemoryLookup;
+use iroh::endpoint::{NetReportConfig, PortmapperConfig, QuicTransportConfig, presets};
+use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+
+pub async fn bind(secret: [u8; 32], addr: SocketAddr, lookup: &MemoryLookup) -> Result<Endpoint> {
+    let transport = QuicTransportConfig::builder()
+        .max_idle_timeout(Some(Duration::from_secs(20).try_into()?))
+        .keep_alive_interval(Duration::from_secs(5))
+        .build();
+    Endpoint::builder(presets::Minimal)
+        .secret_key(SecretKey::from_bytes(&secret))
+        .relay_mode(RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr(addr)
+        .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e}"))?
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(NetReportConfig::minimal())
+        .address_lookup(lookup.clone())
+        .transport_config(transport)
+        .bind()
+        .await
+        .with_context(|| format!("cannot bind the peer endpoint on {addr}"))
+}
+
+/// Addresses other peers can dial. An endpoint bound to all interfaces
+/// advertises loopback: name a reachable address with `--bind` for peers on
+/// other machines.
+pub fn advertised(ep: &Endpoint) -> Vec<SocketAddr> {
+    ep.bound_sockets()
+        .into_iter()
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        })
+        .collect()
+}
+
+pub fn remember(lookup: &MemoryLookup, id: [u8; 32], addrs: &[SocketAddr]) {
+    let Ok(id) = iroh::PublicKey::from_bytes(&id) else {
+        return;
+    };
+    let mut a = EndpointAddr::new(id);
+    for s in addrs {
+        a = a.with_ip_addr(*s);
+    }
+    lookup.add_endpoint_info(a);
+}

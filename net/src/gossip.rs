@@ -1,0 +1,177 @@
+//! Live push: every local entry, once durable, is announced on the share's
+//! gossip topic (the entry itself when it fits in a gossip message, else its
+//! coordinates). Receivers fetch missing content, ingest, and fall back to a
+//! sync session with the author when anything is missing. Gossip is best
+//! effort; anti-entropy repairs what it loses.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use iroh::endpoint::{Connection, VarInt};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh_gossip::api::{Event, GossipReceiver, GossipSender};
+use iroh_gossip::{Gossip, TopicId};
+use n0_future::StreamExt;
+use prost::Message;
+use store::{AuthorId, Outcome};
+use tokio::task::JoinSet;
+
+use crate::wire::Announce;
+use crate::{Shared, author_id, endpoint_id, sync};
+
+/// iroh-gossip frames add 38 bytes and must stay under its 4096-byte default;
+/// a larger message is dropped silently and jams the link, so stay well below.
+const MAX_GOSSIP: usize = 4000;
+
+/// Gossip connections only from members (and never while paused).
+#[derive(Debug, Clone)]
+pub(crate) struct Guarded {
+    pub gossip: Gossip,
+    pub shared: Arc<Shared>,
+}
+
+impl ProtocolHandler for Guarded {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = author_id(&conn.remote_id());
+        if self.shared.paused() || self.shared.dir.role(&peer).is_none() {
+            conn.close(VarInt::from_u32(sync::CODE_REFUSED), b"not a member of this share");
+            return Ok(());
+        }
+        self.shared.peers.track(peer, conn.clone());
+        ProtocolHandler::accept(&self.gossip, conn).await
+    }
+}
+
+fn topic(s: &Shared) -> TopicId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lattice/gossip/v1");
+    h.update(&s.store.share_id().0);
+    TopicId::from_bytes(*h.finalize().as_bytes())
+}
+
+pub(crate) async fn start(
+    tasks: &mut JoinSet<()>,
+    s: Arc<Shared>,
+    gossip: Gossip,
+    members: Vec<AuthorId>,
+) -> Result<()> {
+    let bootstrap = members.iter().filter_map(endpoint_id).collect();
+    let (tx, rx) = gossip.subscribe(topic(&s), bootstrap).await?.split();
+    tasks.spawn(announce(s.clone(), tx.clone()));
+    tasks.spawn(receive(s.clone(), rx));
+    tasks.spawn(meet(s, tx, gossip));
+    Ok(())
+}
+
+/// Announces this node's own entries as they become durable.
+async fn announce(s: Arc<Shared>, tx: GossipSender) {
+    let mut durable = s.store.watch_durable();
+    let mut next = *durable.borrow_and_update();
+    loop {
+        if durable.changed().await.is_err() {
+            return;
+        }
+        let end = *durable.borrow_and_update();
+        while next < end {
+            let Ok(batch) = s.store.log_since(next, 256) else { break };
+            let Some(last) = batch.last().map(|(p, _)| *p) else {
+                break;
+            };
+            next = last + 1;
+            if s.paused() {
+                continue;
+            }
+            for (_, bytes) in batch {
+                let Ok(e) = store::Entry::decode(&bytes) else { continue };
+                if e.author != s.me {
+                    continue;
+                }
+                let mut a = Announce {
+                    author: e.author.0.to_vec(),
+                    seq: e.seq,
+                    entry: bytes,
+                    nonce: rand::random(),
+                };
+                if a.encoded_len() > MAX_GOSSIP {
+                    a.entry.clear();
+                }
+                if let Err(err) = tx.broadcast(Bytes::from(a.encode_to_vec())).await {
+                    tracing::debug!("gossip broadcast failed: {err}");
+                }
+            }
+        }
+    }
+}
+
+async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
+    while let Some(ev) = rx.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!("gossip stopped: {e}");
+                return;
+            }
+        };
+        match ev {
+            Event::NeighborUp(id) => s.peers.gossip(author_id(&id), true),
+            Event::NeighborDown(id) => s.peers.gossip(author_id(&id), false),
+            Event::Received(m) if !s.paused() => {
+                let Ok(a) = Announce::decode(m.content.as_ref()) else {
+                    continue;
+                };
+                let Some(author) = AuthorId::from_slice(&a.author) else {
+                    continue;
+                };
+                if author == s.me {
+                    continue;
+                }
+                let from = author_id(&m.delivered_from);
+                let s2 = s.clone();
+                // Off the event loop: fetching content must not stall gossip.
+                tokio::spawn(async move { take(&s2, author, from, a.entry).await });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies an announced entry, or asks for a sync session when it cannot.
+async fn take(s: &Arc<Shared>, author: AuthorId, from: AuthorId, entry: Vec<u8>) {
+    let source = if s.dir.role(&author).is_some() { author } else { from };
+    if entry.is_empty() {
+        let _ = s.pull_tx.send(source);
+        return;
+    }
+    let batch = vec![entry];
+    let ok = async {
+        let missing = s.store.missing_refs(&batch)?;
+        if !missing.is_empty() {
+            sync::fetch_from(s, source, &missing).await?;
+        }
+        let out = s.store.ingest(&batch)?;
+        anyhow::Ok(matches!(out[0], Outcome::Applied { .. } | Outcome::Duplicate))
+    }
+    .await;
+    if !matches!(ok, Ok(true)) {
+        let _ = s.pull_tx.send(source);
+    }
+}
+
+/// Keeps the topic joined with members as they appear.
+async fn meet(s: Arc<Shared>, tx: GossipSender, _gossip: Gossip) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut known = std::collections::HashSet::new();
+    loop {
+        tick.tick().await;
+        let fresh: Vec<_> = s
+            .refresh_lookup()
+            .into_iter()
+            .filter(|id| known.insert(*id))
+            .filter_map(|id| endpoint_id(&id))
+            .collect();
+        if !fresh.is_empty() {
+            let _ = tx.join_peers(fresh).await;
+        }
+    }
+}

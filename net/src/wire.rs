@@ -1,0 +1,180 @@
+//! The frames of Lattice's wire protocols: prost messages, each preceded by
+//! its length (u32, big endian). A frame larger than [`MAX_FRAME`] is refused
+//! before anything is allocated for it.
+
+use prost::{Message, Oneof};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bumped on any incompatible change to the sync or chunk protocols.
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const MAX_FRAME: usize = 32 << 20;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Frame {
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, Oneof)]
+pub enum Kind {
+    #[prost(message, tag = "1")]
+    Hello(Hello),
+    #[prost(message, tag = "2")]
+    Batch(Batch),
+    #[prost(message, tag = "3")]
+    Done(Done),
+    #[prost(message, tag = "4")]
+    Refused(Refused),
+    #[prost(message, tag = "5")]
+    Want(Want),
+    #[prost(message, tag = "6")]
+    Chunk(Chunk),
+    #[prost(message, tag = "7")]
+    Pull(Pull),
+}
+
+/// Send me what I lack: my frontier.
+#[derive(Clone, PartialEq, Message)]
+pub struct Pull {
+    #[prost(message, repeated, tag = "1")]
+    pub frontier: Vec<Seq>,
+}
+
+/// What gossip carries: a new entry (when it fits) or just its coordinates.
+#[derive(Clone, PartialEq, Message)]
+pub struct Announce {
+    #[prost(bytes = "vec", tag = "1")]
+    pub author: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub entry: Vec<u8>,
+    /// Gossip drops a message identical to one it has seen; this keeps two
+    /// announcements apart.
+    #[prost(uint64, tag = "4")]
+    pub nonce: u64,
+}
+
+/// The first frame each side of a sync session sends.
+#[derive(Clone, PartialEq, Message)]
+pub struct Hello {
+    #[prost(uint32, tag = "1")]
+    pub protocol: u32,
+    #[prost(uint32, tag = "2")]
+    pub format: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub share: Vec<u8>,
+    #[prost(message, repeated, tag = "4")]
+    pub frontier: Vec<Seq>,
+    /// A joiner's one-time invite secret (dialer only).
+    #[prost(bytes = "vec", tag = "5")]
+    pub join_secret: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Seq {
+    #[prost(bytes = "vec", tag = "1")]
+    pub author: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+/// Entries (wire bytes) in the sender's log order.
+#[derive(Clone, PartialEq, Message)]
+pub struct Batch {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// Nothing more from this side.
+#[derive(Clone, PartialEq, Message)]
+pub struct Done {}
+
+/// The session is refused; `reason` is one sentence for the user.
+#[derive(Clone, PartialEq, Message)]
+pub struct Refused {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+}
+
+/// Chunks by hash.
+#[derive(Clone, PartialEq, Message)]
+pub struct Want {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub hashes: Vec<Vec<u8>>,
+}
+
+/// One chunk; empty `data` with `missing` when the peer does not have it.
+#[derive(Clone, PartialEq, Message)]
+pub struct Chunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub hash: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+    #[prost(bool, tag = "3")]
+    pub missing: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer sent a frame of {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("peer sent a malformed frame: {0}")]
+    Malformed(String),
+    #[error("peer closed the stream")]
+    Closed,
+}
+
+pub async fn write(w: &mut (impl AsyncWrite + Unpin), kind: Kind) -> Result<(), WireError> {
+    let bytes = Frame { kind: Some(kind) }.encode_to_vec();
+    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    w.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// The next frame, or `None` at a clean end of stream.
+pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<Kind>, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    let f = Frame::decode(buf.as_slice()).map_err(|e| WireError::Malformed(e.to_string()))?;
+    f.kind
+        .map(Some)
+        .ok_or_else(|| WireError::Malformed("empty frame".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_limits_hold() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write(&mut a, Kind::Refused(Refused { reason: "no".into() }))
+            .await
+            .unwrap();
+        write(&mut a, Kind::Done(Done {})).await.unwrap();
+        drop(a);
+        assert_eq!(
+            read(&mut b).await.unwrap(),
+            Some(Kind::Refused(Refused { reason: "no".into() }))
+        );
+        assert_eq!(read(&mut b).await.unwrap(), Some(Kind::Done(Done {})));
+        assert_eq!(read(&mut b).await.unwrap(), None);
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        assert!(matches!(read(&mut b).await, Err(WireError::TooLarge(_))));
+    }
+}

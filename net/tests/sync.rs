@@ -1,0 +1,215 @@
+//! Two nodes on 127.0.0.1, real iroh endpoints, real stores with membership
+//! enforced: invite and join, live push both ways (content included),
+//! catch-up after a pause, and refusals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use net::{Config, Directory, Net, Ticket};
+use prost::Message;
+use store::membership::{Invite, invite_key, peer_key, secret_hash};
+use store::{AuthorId, Identity, Location, Op, Role, Store};
+
+/// A directory over the store, as the daemon keeps one.
+struct Dir(Arc<Store>);
+
+impl Directory for Dir {
+    fn role(&self, id: &AuthorId) -> Option<Role> {
+        self.0.get(&peer_key(id)).ok().flatten().and_then(|v| Role::parse(&v))
+    }
+    fn members(&self) -> Vec<(AuthorId, Vec<SocketAddr>)> {
+        let me = self.0.author();
+        let mut out = Vec::new();
+        for (k, _) in self.0.scan(b"peers/").unwrap() {
+            let Some(id) = std::str::from_utf8(&k[6..]).ok().and_then(AuthorId::parse_hex) else {
+                continue;
+            };
+            if id == me {
+                continue;
+            }
+            let addrs = self
+                .0
+                .get(format!("addrs/{id}").as_bytes())
+                .ok()
+                .flatten()
+                .map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .split(',')
+                        .filter_map(|a| a.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((id, addrs));
+        }
+        out
+    }
+    fn admit(&self, joiner: &AuthorId, secret: &[u8]) -> Result<Role, String> {
+        let key = invite_key(&secret_hash(secret));
+        let inv = self
+            .0
+            .get(&key)
+            .ok()
+            .flatten()
+            .ok_or("this ticket is not valid (used already, or never issued)")?;
+        let inv = Invite::decode(inv.as_slice()).map_err(|e| e.to_string())?;
+        if inv.expires_ms <= store::hlc::wall_ms() {
+            return Err("this ticket has expired".into());
+        }
+        let role = Role::parse(inv.role.as_bytes()).ok_or("bad invite")?;
+        self.0
+            .write(vec![Op::put(peer_key(joiner), inv.role.clone()), Op::delete(key)])
+            .map_err(|e| e.to_string())?;
+        Ok(role)
+    }
+}
+
+fn cfg() -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        anti_entropy: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+fn enforcing() -> store::Config {
+    store::Config {
+        enforce_membership: true,
+        ..store::Config::default()
+    }
+}
+
+struct Node {
+    store: Arc<Store>,
+    net: Net,
+}
+
+async fn start(store: Store, id: &Identity) -> Node {
+    let store = Arc::new(store);
+    let net = Net::start(id.secret_bytes(), store.clone(), Arc::new(Dir(store.clone())), cfg())
+        .await
+        .unwrap();
+    Node { store, net }
+}
+
+fn publish_addrs(n: &Node) {
+    let addrs: Vec<String> = n.net.addrs().iter().map(|a| a.to_string()).collect();
+    n.store
+        .write(vec![Op::put(format!("addrs/{}", n.store.author()), addrs.join(","))])
+        .unwrap();
+}
+
+fn invite(owner: &Node, role: &str, ttl_ms: u64) -> Ticket {
+    let secret: [u8; 32] = rand::random();
+    let inv = Invite {
+        role: role.into(),
+        expires_ms: store::hlc::wall_ms() + ttl_ms,
+        by: vec![],
+    };
+    owner
+        .store
+        .write(vec![Op::put(invite_key(&secret_hash(&secret)), inv.encode_to_vec())])
+        .unwrap();
+    Ticket {
+        share: owner.store.share_id().0,
+        inviter: owner.store.author().0,
+        addrs: owner.net.addrs(),
+        secret,
+    }
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn joiner(owner: &Node, t: &Ticket) -> (Node, Identity) {
+    let id = Identity::generate();
+    let s = Store::create_for_share(Location::Memory, id.clone(), owner.store.share_id(), enforcing()).unwrap();
+    let n = start(s, &id).await;
+    n.net.join(t).await.unwrap();
+    (n, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_join_live_push_and_refusals() {
+    let oid = Identity::generate();
+    let os = Store::create_share(
+        Location::Memory,
+        oid.clone(),
+        enforcing(),
+        vec![Op::put(peer_key(&oid.author()), "owner")],
+    )
+    .unwrap();
+    let a = start(os, &oid).await;
+    publish_addrs(&a);
+    let data = vec![9u8; 300_000];
+    let m = a.store.put_content(&mut data.as_slice()).unwrap();
+    a.store
+        .write(vec![Op::put_with_refs("file", m.encode(), m.chunks())])
+        .unwrap();
+
+    // Join with a ticket: admitted, backfilled (content included).
+    let t = invite(&a, "writer", 60_000);
+    let (b, _bid) = joiner(&a, &t).await;
+    assert_eq!(b.store.frontier().unwrap(), a.store.frontier().unwrap());
+    let got = store::Manifest::decode(&b.store.get(b"file").unwrap().unwrap()).unwrap();
+    let mut buf = vec![0u8; data.len()];
+    b.store.read_content(&got, 0, &mut buf).unwrap();
+    assert_eq!(buf, data);
+    publish_addrs(&b);
+
+    // The same ticket again: refused, with the reason.
+    let cid = Identity::generate();
+    let cs = Store::create_for_share(Location::Memory, cid.clone(), a.store.share_id(), enforcing()).unwrap();
+    let c = start(cs, &cid).await;
+    let err = c.net.join(&t).await.unwrap_err().to_string();
+    assert!(err.contains("not valid"), "{err}");
+    // An uninvited node: refused.
+    let err = c.net.sync_with(a.store.author()).await.unwrap_err().to_string();
+    assert!(err.contains("not a member"), "{err}");
+    // An expired ticket: refused.
+    let old = invite(&a, "writer", 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let err = c.net.join(&old).await.unwrap_err().to_string();
+    assert!(err.contains("expired"), "{err}");
+    assert_eq!(c.store.frontier().unwrap().len(), 0, "nothing applied");
+
+    // Live push, both ways.
+    let t0 = Instant::now();
+    a.store.write(vec![Op::put("live/a", "1")]).unwrap();
+    eventually("a's write on b", || b.store.get(b"live/a").unwrap().is_some()).await;
+    let lat = t0.elapsed();
+    b.store.write(vec![Op::put("live/b", "2")]).unwrap();
+    eventually("b's write on a", || a.store.get(b"live/b").unwrap().is_some()).await;
+    eprintln!("a -> b live latency: {lat:?}");
+
+    // A pause (partition): writes on both sides, then catch-up by anti-entropy.
+    b.net.set_paused(true);
+    a.store.write(vec![Op::put("p/a", "x")]).unwrap();
+    b.store.write(vec![Op::put("p/b", "y")]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.store.get(b"p/a").unwrap().is_none(), "nothing crosses while paused");
+    b.net.set_paused(false);
+    eventually("catch-up", || {
+        a.store.get(b"p/b").unwrap().is_some() && b.store.get(b"p/a").unwrap().is_some()
+    })
+    .await;
+    eventually("same frontier", || {
+        a.store.frontier().unwrap() == b.store.frontier().unwrap()
+    })
+    .await;
+
+    // A reader's entries are refused everywhere.
+    let rt = invite(&a, "reader", 60_000);
+    let (r, rid) = joiner(&a, &rt).await;
+    r.store.write(vec![Op::put("from-reader", "no")]).unwrap_err();
+    let _ = rid;
+
+    for n in [a, b, c, r] {
+        n.net.shutdown().await;
+    }
+}
