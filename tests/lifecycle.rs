@@ -119,7 +119,8 @@ fn restart_keeps_content_modes_mtimes_inodes() {
 
 #[test]
 fn kill_9_keeps_fsynced_data() {
-    let mut m = Mount::new();
+    // A group-commit window of a minute: only fsync can have made data durable.
+    let mut m = Mount::new_with_env(&["mount"], &[("LATTICE_GROUP_COMMIT_MS", "60000")]);
     let mut rng = Rng::new(9);
     let big = rng.bytes(1_500_000);
     let mut f = File::create(m.p("durable.bin")).unwrap();

@@ -11,6 +11,7 @@ pub mod inode_map;
 pub mod node;
 mod ops;
 pub mod pending;
+mod remote;
 pub mod state;
 pub mod tree;
 
@@ -26,7 +27,16 @@ use crate::inode_map::InodeMap;
 use crate::state::State;
 
 /// Close-to-durable window: what `close` returned is synced within this.
+/// `LATTICE_GROUP_COMMIT_MS` changes it (tests stretch it so that only an
+/// explicit fsync can have made data durable).
 pub const GROUP_COMMIT: Duration = Duration::from_millis(5);
+
+fn group_commit() -> Duration {
+    std::env::var("LATTICE_GROUP_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(GROUP_COMMIT, Duration::from_millis)
+}
 /// How long the kernel may cache attributes and names.
 pub const TTL: Duration = Duration::from_secs(1);
 
@@ -47,6 +57,7 @@ pub struct LatticeFs(pub(crate) Arc<Inner>);
 pub struct FsHandle {
     inner: Arc<Inner>,
     syncer: Option<JoinHandle<()>>,
+    remote: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -80,8 +91,13 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
             .name("group-commit".into())
             .spawn(move || {
                 let mut ticks = 0u32;
+                let window = group_commit();
                 while !inner.stop.load(Ordering::Acquire) {
-                    std::thread::sleep(GROUP_COMMIT);
+                    // Short sleeps, so shutdown is prompt even with a long window.
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < window && !inner.stop.load(Ordering::Acquire) {
+                        std::thread::sleep(window.min(GROUP_COMMIT));
+                    }
                     ticks = ticks.wrapping_add(1);
                     // Inode numbers only need to outlive a clean unmount (see
                     // inode_map.rs), so they are synced about once a second.
@@ -95,6 +111,7 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
         FsHandle {
             inner,
             syncer: Some(syncer),
+            remote: None,
         },
     ))
 }
@@ -126,6 +143,7 @@ impl Inner {
             ops
         };
         if !ops.is_empty() {
+            tracing::debug!(ops = ops.len(), sync_inodes, "group commit");
             let batches: Vec<Vec<store::Op>> = ops.chunks(4096).map(|c| c.to_vec()).collect();
             if let Err(e) = self.store.write_batches(batches, false) {
                 // Nothing is lost: the ops go back in front of anything newer.
@@ -163,10 +181,25 @@ impl FsHandle {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.remote.take() {
+            let _ = t.join();
+        }
         self.inner.unsynced.store(true, Ordering::Release);
         if self.inner.flush(true).is_err() {
             tracing::error!("the last group commit failed; see the errors above");
         }
+    }
+
+    /// Starts applying changes that peers make, invalidating the kernel's
+    /// caches through `notifier` (the mounted session's).
+    pub fn follow_remote(&mut self, notifier: fuser::Notifier) {
+        let inner = self.inner.clone();
+        self.remote = Some(
+            std::thread::Builder::new()
+                .name("remote-changes".into())
+                .spawn(move || remote::watch(inner, notifier))
+                .expect("spawn remote-changes thread"),
+        );
     }
 
     /// Number of nodes shown (for status).

@@ -669,9 +669,10 @@ impl Filesystem for LatticeFs {
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let id = self.0.state.lock().unwrap().id_of(ino);
+        // Durable when this returns: the file's buffer and every pending change.
         let r = id
             .map_or(Ok(()), |id| self.0.commit(id))
-            .and_then(|()| self.0.store.sync().map_err(eio));
+            .and_then(|()| self.0.flush(true));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

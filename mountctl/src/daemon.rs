@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
-use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use crate::directory::ShareDirectory;
 use crate::home::{Home, ShareDir, absolute, is_mounted};
 
 /// Checks a mount point the way a user needs to hear about it.
@@ -62,24 +62,51 @@ fn lock(share: &ShareDir) -> Result<File> {
     Ok(f)
 }
 
-/// `mountctl mount DIR`: start the daemon in the background and return once mounted.
-pub fn mount(home: &Home, dir: &Path, share: &str, foreground: bool) -> Result<()> {
+/// How a daemon starts: a share to mount (new or existing), or one to join.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub share: String,
+    pub bind: SocketAddr,
+    pub ticket: Option<String>,
+    pub sync_interval: Duration,
+}
+
+/// `mountctl mount DIR` / `mountctl join TICKET DIR`: start the daemon in the
+/// background and return once mounted.
+pub fn mount(home: &Home, dir: &Path, l: &Launch, foreground: bool) -> Result<()> {
     home.identity()?;
     let dir = absolute(dir)?;
     check_mountpoint(&dir)?;
-    let sd = home.share(share);
+    let sd = home.share(&l.share);
+    if let Some(t) = &l.ticket {
+        net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?;
+        if sd.store().exists() {
+            bail!(
+                "this home already holds a share named {:?}; pick another with --share NAME",
+                l.share
+            );
+        }
+    }
     if foreground {
-        return run(home, &sd, &dir, false);
+        return run(home, &sd, &dir, l, false);
     }
     drop(lock(&sd)?); // fail here, with the message, rather than in the child
     let log = std::fs::OpenOptions::new().create(true).append(true).open(sd.log())?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--home")
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--home")
         .arg(&home.dir)
         .arg("daemon")
         .arg(&dir)
         .arg("--share")
-        .arg(share)
+        .arg(&l.share)
+        .arg("--bind")
+        .arg(l.bind.to_string())
+        .arg("--sync-interval-ms")
+        .arg(l.sync_interval.as_millis().to_string());
+    if let Some(t) = &l.ticket {
+        cmd.arg("--ticket").arg(t);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -98,10 +125,23 @@ pub fn mount(home: &Home, dir: &Path, share: &str, foreground: bool) -> Result<(
     }
 }
 
+/// Everything a running daemon owns.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub name: String,
+    pub store: Arc<store::Store>,
+    pub directory: Arc<ShareDirectory>,
+    pub net: net::Net,
+}
+
 /// The daemon: `ready` tells it to report on stdout and then let go of it.
-pub fn run(home: &Home, sd: &ShareDir, dir: &Path, ready: bool) -> Result<()> {
-    let result = start(home, sd, dir);
-    let (lock_file, store, fs_handle, session) = match result {
+pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = rt.block_on(start(home, sd, dir, l));
+    let (lock_file, daemon, fs_handle, session) = match started {
         Ok(x) => x,
         Err(e) => {
             if ready {
@@ -111,7 +151,7 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, ready: bool) -> Result<()> {
         }
     };
     std::fs::write(sd.mountpoint_file(), format!("{}\n", dir.display()))?;
-    tracing::info!(dir = %dir.display(), share = %store.share_id(), "mounted");
+    tracing::info!(dir = %dir.display(), share = %daemon.store.share_id(), "mounted");
     if ready {
         println!("ready");
         std::io::stdout().flush()?;
@@ -119,18 +159,8 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, ready: bool) -> Result<()> {
         let null = File::open("/dev/null")?;
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let status = Status {
-        dir: dir.to_path_buf(),
-        share: store.share_id().to_string(),
-        author: store.author().to_string(),
-        name: sd.name.clone(),
-    };
-    let store_for_status = store.clone();
-    let outcome = rt.block_on(serve(sd.socket(), status, store_for_status));
+    let daemon = Arc::new(daemon);
+    let outcome = rt.block_on(crate::serve::serve(sd.socket(), daemon.clone()));
     tracing::info!("unmounting: {outcome}");
     let mut fs_handle = fs_handle;
     fs_handle.shutdown();
@@ -139,36 +169,75 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, ready: bool) -> Result<()> {
         let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
+    rt.block_on(daemon.net.shutdown());
     let _ = std::fs::remove_file(sd.socket());
     let _ = std::fs::remove_file(sd.mountpoint_file());
-    drop(store);
+    drop(daemon);
     drop(lock_file);
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
 }
 
-type Started = (File, Arc<store::Store>, fs::FsHandle, fuser::BackgroundSession);
+type Started = (File, Daemon, fs::FsHandle, fuser::BackgroundSession);
 
-fn start(home: &Home, sd: &ShareDir, dir: &Path) -> Result<Started> {
+async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Started> {
     let me = home.identity()?;
     let mut lock_file = lock(sd)?;
     lock_file.set_len(0)?;
     write!(lock_file, "{}", std::process::id())?;
-    let cfg = store::Config::default();
-    let store = if sd.store().exists() {
-        store::Store::open(&sd.store(), me, cfg)?
+    let cfg = store::Config {
+        enforce_membership: true,
+        ..store::Config::default()
+    };
+    let ticket = match &l.ticket {
+        Some(t) => Some(net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
+    let store = if let Some(t) = &ticket {
+        store::Store::create_for_share(
+            store::Location::File(&sd.store()),
+            me.clone(),
+            store::ShareId(t.share),
+            cfg,
+        )?
+    } else if sd.store().exists() {
+        store::Store::open(&sd.store(), me.clone(), cfg)?
     } else {
-        let owner = store::Op::put(format!("peers/{}", me.author()), "owner");
-        store::Store::create_share(store::Location::File(&sd.store()), me, cfg, vec![owner])?
+        let owner = store::Op::put(store::membership::peer_key(&me.author()), "owner");
+        store::Store::create_share(store::Location::File(&sd.store()), me.clone(), cfg, vec![owner])?
     };
     let store = Arc::new(store);
-    let (fs, fs_handle) = fs::open(store.clone(), &sd.dir)?;
+    let directory = Arc::new(ShareDirectory(store.clone()));
+    let ncfg = net::Config {
+        bind: l.bind,
+        anti_entropy: l.sync_interval,
+        ..net::Config::default()
+    };
+    let net = net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), ncfg).await?;
+    if let Some(t) = &ticket {
+        let joined = net.join(t).await;
+        if let Err(e) = joined {
+            net.shutdown().await;
+            drop(store);
+            let _ = std::fs::remove_file(sd.store());
+            bail!("cannot join: {e:#}");
+        }
+    }
+    if let Err(e) = directory.publish(&net.addrs()) {
+        tracing::warn!("cannot publish this node's addresses: {e}");
+    }
+    let read_only = net::Directory::role(directory.as_ref(), &me.author()) == Some(store::Role::Reader);
+    let (fs, mut fs_handle) = fs::open(store.clone(), &sd.dir)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName(format!("lattice:{}", sd.name)),
         fuser::MountOption::Subtype("lattice".into()),
         fuser::MountOption::DefaultPermissions,
     ];
+    if read_only {
+        // A reader's writes would be refused by every peer: say so at once (EROFS).
+        config.mount_options.push(fuser::MountOption::RO);
+    }
     config.n_threads = Some(
         std::env::var("LATTICE_FUSE_THREADS")
             .ok()
@@ -180,81 +249,13 @@ fn start(home: &Home, sd: &ShareDir, dir: &Path) -> Result<Started> {
         .with_context(|| format!("cannot mount {}", dir.display()))?
         .spawn()
         .context("cannot start the FUSE session")?;
-    Ok((lock_file, store, fs_handle, session))
-}
-
-#[derive(Clone)]
-struct Status {
-    dir: PathBuf,
-    share: String,
-    author: String,
-    name: String,
-}
-
-/// Answers control requests until an unmount request or SIGTERM/SIGINT.
-async fn serve(sock: PathBuf, status: Status, store: Arc<store::Store>) -> String {
-    let _ = std::fs::remove_file(&sock);
-    let listener = match UnixListener::bind(&sock) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", sock.display());
-            return "control socket failed".into();
-        }
+    fs_handle.follow_remote(session.notifier());
+    let daemon = Daemon {
+        dir: dir.to_path_buf(),
+        name: sd.name.clone(),
+        store,
+        directory,
+        net,
     };
-    let (stop_tx, mut stop_rx) = mpsc::channel::<String>(4);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => break "SIGTERM".to_string(),
-            _ = int.recv() => break "SIGINT".to_string(),
-            Some(why) = stop_rx.recv() => break why,
-            Ok((conn, _)) = listener.accept() => {
-                let status = status.clone();
-                let store = store.clone();
-                let stop_tx = stop_tx.clone();
-                tokio::spawn(async move {
-                    let (r, mut w) = conn.into_split();
-                    let mut line = String::new();
-                    if TokioBufReader::new(r).read_line(&mut line).await.is_err() {
-                        return;
-                    }
-                    match line.trim() {
-                        "status" => {
-                            let v = status_json(&status, &store);
-                            let _ = w.write_all(format!("{v}\n").as_bytes()).await;
-                        }
-                        "unmount" => {
-                            // The caller waits for this process to exit.
-                            let v = serde_json::json!({"ok": true, "pid": std::process::id()});
-                            let _ = w.write_all(format!("{v}\n").as_bytes()).await;
-                            let _ = stop_tx.send("unmount requested".into()).await;
-                        }
-                        other => {
-                            let v = serde_json::json!({"error": format!("unknown request {other:?}")});
-                            let _ = w.write_all(format!("{v}\n").as_bytes()).await;
-                        }
-                    }
-                });
-            }
-        }
-    }
-}
-
-fn status_json(s: &Status, store: &store::Store) -> serde_json::Value {
-    let frontier = store
-        .frontier()
-        .map(|f| f.values().map(|v| v.0).sum::<u64>())
-        .unwrap_or(0);
-    serde_json::json!({
-        "dir": s.dir,
-        "pid": std::process::id(),
-        "share": s.share,
-        "share_name": s.name,
-        "author": s.author,
-        "entries": frontier,
-        "orphans": store.orphan_count().unwrap_or(0),
-        "conflicts": store.multi_headed(b"n").map(|v| v.len()).unwrap_or(0),
-        "peers": [],
-    })
+    Ok((lock_file, daemon, fs_handle, session))
 }

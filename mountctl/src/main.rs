@@ -2,12 +2,15 @@
 
 mod control;
 mod daemon;
+mod directory;
 mod home;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+
 use clap::{Parser, Subcommand};
 
 use home::{Home, absolute, is_mounted};
@@ -29,11 +32,47 @@ enum Cmd {
     /// Mount a share at DIR (a new share if this home has none by that name).
     Mount {
         dir: PathBuf,
+        #[command(flatten)]
+        opts: MountOpts,
+    },
+    /// Join a share with an invite ticket, backfill it, and mount it at DIR.
+    Join {
+        ticket: String,
+        dir: PathBuf,
+        #[command(flatten)]
+        opts: MountOpts,
+    },
+    /// Print a ticket that lets one more machine join (once).
+    Invite {
+        /// The new member may read but not write.
+        #[arg(long)]
+        read_only: bool,
+        /// How long the ticket stays valid: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
         #[arg(long, default_value = "default")]
         share: String,
-        /// Stay attached instead of running in the background.
+    },
+    /// The share's members: role, online, last sync, pending entries.
+    Peers {
         #[arg(long)]
-        foreground: bool,
+        json: bool,
+        #[arg(long, default_value = "default")]
+        share: String,
+        #[command(subcommand)]
+        cmd: Option<PeersCmd>,
+    },
+    /// An anti-entropy round with every member, now.
+    Sync {
+        #[arg(long, default_value = "default")]
+        share: String,
+    },
+    /// Cut this node off the network, or plug it back (for partition tests).
+    #[command(hide = true)]
+    Net {
+        state: String,
+        #[arg(long, default_value = "default")]
+        share: String,
     },
     /// Commit everything, unmount DIR and stop its daemon (or clear a stale mount).
     Unmount { dir: PathBuf },
@@ -42,18 +81,91 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The daemon itself (used by `mount`).
+    /// The daemon itself (used by `mount` and `join`).
     #[command(hide = true)]
     Daemon {
         dir: PathBuf,
         #[arg(long)]
         share: String,
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+        #[arg(long)]
+        sync_interval_ms: u64,
+        #[arg(long)]
+        ticket: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum PeersCmd {
+    /// Remove a member: it is disconnected and refused from now on.
+    Remove { id: String },
+}
+
+#[derive(clap::Args)]
+struct MountOpts {
+    #[arg(long, default_value = "default")]
+    share: String,
+    /// Address of this node's peer endpoint (IP:PORT; port 0 picks one).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: std::net::SocketAddr,
+    /// Seconds between anti-entropy rounds with a random member.
+    #[arg(long, default_value_t = 30)]
+    sync_interval: u64,
+    /// Stay attached instead of running in the background.
+    #[arg(long)]
+    foreground: bool,
+}
+
+impl MountOpts {
+    fn launch(&self, ticket: Option<String>) -> daemon::Launch {
+        daemon::Launch {
+            share: self.share.clone(),
+            bind: self.bind,
+            ticket,
+            sync_interval: Duration::from_secs(self.sync_interval.max(1)),
+        }
+    }
+}
+
+/// `90s`, `30m`, `24h`, `7d` -> milliseconds.
+fn parse_duration(s: &str) -> Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" | "" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("{s:?} is not a duration like 90s, 30m, 24h or 7d"),
+    };
+    Ok(n * ms)
+}
+
+/// Sends a request to the daemon of `share`, turning its error into ours.
+fn ask(home: &Home, share: &str, req: &str) -> Result<serde_json::Value> {
+    let sd = home.share(share);
+    let v = control::request(&sd.socket(), req, Duration::from_secs(120)).map_err(|_| {
+        anyhow!(
+            "share {share:?} is not mounted in {} (run `mountctl mount DIR` first)",
+            home.dir.display()
+        )
+    })?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("{e}");
+    }
+    Ok(v)
 }
 
 fn main() {
     let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Daemon { .. } | Cmd::Mount { foreground: true, .. });
+    let daemon = match &cli.cmd {
+        Cmd::Daemon { .. } => true,
+        Cmd::Mount { opts, .. } | Cmd::Join { opts, .. } => opts.foreground,
+        _ => false,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" }));
     tracing_subscriber::fmt()
@@ -80,8 +192,77 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", id.author());
             Ok(())
         }
-        Cmd::Mount { dir, share, foreground } => daemon::mount(&home, &dir, &share, foreground),
-        Cmd::Daemon { dir, share } => daemon::run(&home, &home.share(&share), &dir, true),
+        Cmd::Mount { dir, opts } => daemon::mount(&home, &dir, &opts.launch(None), opts.foreground),
+        Cmd::Join { ticket, dir, opts } => daemon::mount(&home, &dir, &opts.launch(Some(ticket)), opts.foreground),
+        Cmd::Daemon {
+            dir,
+            share,
+            bind,
+            sync_interval_ms,
+            ticket,
+        } => {
+            let l = daemon::Launch {
+                share: share.clone(),
+                bind,
+                ticket,
+                sync_interval: Duration::from_millis(sync_interval_ms),
+            };
+            daemon::run(&home, &home.share(&share), &dir, &l, true)
+        }
+        Cmd::Invite {
+            read_only,
+            expires,
+            share,
+        } => {
+            let role = if read_only { "reader" } else { "writer" };
+            let v = ask(&home, &share, &format!("invite {role} {}", parse_duration(&expires)?))?;
+            println!("{}", v["ticket"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::Peers { json, share, cmd } => match cmd {
+            Some(PeersCmd::Remove { id }) => {
+                ask(&home, &share, &format!("remove {id}"))?;
+                Ok(())
+            }
+            None => {
+                let v = ask(&home, &share, "peers")?;
+                if json {
+                    println!("{v}");
+                } else {
+                    for p in v["peers"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {:<6}  {:<7}  last sync {}  pending {}",
+                            p["id"].as_str().unwrap_or("?"),
+                            p["role"].as_str().unwrap_or("?"),
+                            if p["online"].as_bool() == Some(true) {
+                                "online"
+                            } else {
+                                "offline"
+                            },
+                            p["last_sync_ms"]
+                                .as_u64()
+                                .map_or("never".to_string(), |t| format!("{t} ms since epoch")),
+                            p["pending"],
+                        );
+                    }
+                }
+                Ok(())
+            }
+        },
+        Cmd::Sync { share } => {
+            let v = ask(&home, &share, "sync")?;
+            for r in v["synced"].as_array().into_iter().flatten() {
+                match r["error"].as_str() {
+                    Some(e) => println!("{}: {e}", r["peer"].as_str().unwrap_or("?")),
+                    None => println!("{}: {} entries", r["peer"].as_str().unwrap_or("?"), r["applied"]),
+                }
+            }
+            Ok(())
+        }
+        Cmd::Net { state, share } => {
+            ask(&home, &share, &format!("net {state}"))?;
+            Ok(())
+        }
         Cmd::Unmount { dir } => unmount(&home, &dir),
         Cmd::Status { json } => status(&home, json),
     }

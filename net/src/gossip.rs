@@ -58,6 +58,7 @@ pub(crate) async fn start(
 ) -> Result<()> {
     let bootstrap = members.iter().filter_map(endpoint_id).collect();
     let (tx, rx) = gossip.subscribe(topic(&s), bootstrap).await?.split();
+    let _ = s.gossip_tx.set(tx.clone());
     tasks.spawn(announce(s.clone(), tx.clone()));
     tasks.spawn(receive(s.clone(), rx));
     tasks.spawn(meet(s, tx, gossip));
@@ -114,7 +115,11 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
             }
         };
         match ev {
-            Event::NeighborUp(id) => s.peers.gossip(author_id(&id), true),
+            Event::NeighborUp(id) => {
+                // A (re)connection: sync, to repair what was broadcast before it.
+                s.peers.gossip(author_id(&id), true);
+                let _ = s.pull_tx.send(author_id(&id));
+            }
             Event::NeighborDown(id) => s.peers.gossip(author_id(&id), false),
             Event::Received(m) if !s.paused() => {
                 let Ok(a) = Announce::decode(m.content.as_ref()) else {

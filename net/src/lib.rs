@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub peers: peers::Peers,
     /// Ask for a sync session with a peer.
     pub pull_tx: mpsc::UnboundedSender<AuthorId>,
+    /// The share's gossip topic, once subscribed.
+    pub gossip_tx: std::sync::OnceLock<iroh_gossip::api::GossipSender>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -103,6 +105,15 @@ impl Shared {
             .map(|(id, _)| id)
             .collect()
     }
+
+    /// Links up on the gossip topic with every member we can reach, now: a
+    /// message broadcast before a link exists is lost.
+    pub async fn meet(&self) {
+        let ids: Vec<_> = self.refresh_lookup().iter().filter_map(endpoint_id).collect();
+        if let (Some(tx), false) = (self.gossip_tx.get(), ids.is_empty()) {
+            let _ = tx.join_peers(ids).await;
+        }
+    }
 }
 
 pub(crate) fn endpoint_id(a: &AuthorId) -> Option<EndpointId> {
@@ -118,7 +129,7 @@ pub(crate) fn author_id(e: &EndpointId) -> AuthorId {
 pub struct Net {
     shared: Arc<Shared>,
     router: Router,
-    tasks: JoinSet<()>,
+    tasks: std::sync::Mutex<JoinSet<()>>,
 }
 
 impl Net {
@@ -142,6 +153,7 @@ impl Net {
             paused: AtomicBool::new(false),
             peers: peers::Peers::default(),
             pull_tx,
+            gossip_tx: std::sync::OnceLock::new(),
         });
         let members = shared.refresh_lookup();
         let gossip = iroh_gossip::Gossip::builder().spawn(ep.clone());
@@ -159,7 +171,11 @@ impl Net {
         tasks.spawn(sync::scheduler(shared.clone(), pull_rx));
         tasks.spawn(sync::anti_entropy(shared.clone()));
         gossip::start(&mut tasks, shared.clone(), gossip, members).await?;
-        Ok(Net { shared, router, tasks })
+        Ok(Net {
+            shared,
+            router,
+            tasks: std::sync::Mutex::new(tasks),
+        })
     }
 
     pub fn id(&self) -> AuthorId {
@@ -176,7 +192,9 @@ impl Net {
     pub async fn join(&self, t: &Ticket) -> Result<usize> {
         let inviter = AuthorId(t.inviter);
         endpoint::remember(&self.shared.lookup, t.inviter, &t.addrs);
-        sync::pull(&self.shared, inviter, Some(&t.secret)).await
+        let n = sync::pull(&self.shared, inviter, Some(&t.secret)).await?;
+        self.shared.meet().await;
+        Ok(n)
     }
 
     /// One sync session with `peer` now; entries applied.
@@ -196,6 +214,8 @@ impl Net {
     /// The directory changed (members, roles, addresses): refresh addresses,
     /// meet new members, and cut off removed ones.
     pub fn directory_changed(&self) {
+        let s = self.shared.clone();
+        tokio::spawn(async move { s.meet().await });
         for id in self.shared.refresh_lookup() {
             if !self.shared.peers.known(&id) {
                 let _ = self.shared.pull_tx.send(id);
@@ -226,9 +246,10 @@ impl Net {
         self.shared.peers.status(&members, &mine)
     }
 
-    pub async fn shutdown(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn shutdown(&self) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         if tokio::time::timeout(Duration::from_secs(5), self.router.shutdown())
             .await
             .is_err()

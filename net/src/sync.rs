@@ -18,7 +18,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use store::{AuthorId, ChunkHash, Outcome};
 use tokio::sync::mpsc;
 
-use crate::wire::{self, Kind, PROTOCOL_VERSION};
+use crate::wire::{self, Kind};
 use crate::{SYNC_ALPN, Shared, author_id, endpoint_id};
 
 pub(crate) const CODE_REFUSED: u32 = 403;
@@ -57,7 +57,7 @@ fn ahead(theirs: &Frontier, mine: &Frontier) -> bool {
 
 fn hello(s: &Shared, join_secret: Option<&[u8]>) -> Result<Kind> {
     Ok(Kind::Hello(wire::Hello {
-        protocol: PROTOCOL_VERSION,
+        protocol: wire::protocol_version(),
         format: store::FORMAT_VERSION,
         share: s.store.share_id().0.to_vec(),
         frontier: to_wire(&my_frontier(s)?),
@@ -76,9 +76,10 @@ async fn read_frame(r: &mut RecvStream) -> Result<Kind> {
 
 /// Why the versions in `h` cannot talk to this node, if they cannot.
 fn version_mismatch(h: &wire::Hello) -> Option<String> {
-    if h.protocol != PROTOCOL_VERSION {
+    let ours = wire::protocol_version();
+    if h.protocol != ours {
         return Some(format!(
-            "sync protocol version {} is not supported: this peer speaks version {PROTOCOL_VERSION}",
+            "sync protocol version {} is not supported: this peer speaks version {ours}",
             h.protocol
         ));
     }
@@ -153,18 +154,37 @@ async fn serve(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<()>
     if ahead(&theirs, &my_frontier(s)?) {
         let _ = s.pull_tx.send(peer);
     }
+    // Each request on its own task: a pull blocked on flow control (the dialer
+    // is busy fetching the chunks of the last batch) must not hold up the
+    // chunk request the dialer is waiting on.
+    let mut requests = tokio::task::JoinSet::new();
     loop {
-        let (mut send, mut recv) = match conn.accept_bi().await {
-            Ok(x) => x,
-            Err(_) => return Ok(()), // the dialer is done
+        let (mut send, mut recv) = tokio::select! {
+            r = conn.accept_bi() => match r {
+                Ok(x) => x,
+                Err(_) => break, // the dialer is done
+            },
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
         };
-        match read_frame(&mut recv).await? {
-            Kind::Pull(p) => serve_pull(s, &mut send, from_wire(&p.frontier)).await?,
-            Kind::Want(w) => serve_want(s, &mut send, &w.hashes).await?,
-            _ => bail!("unexpected request"),
-        }
-        send.finish()?;
+        let s = s.clone();
+        requests.spawn(async move {
+            let r = async {
+                match read_frame(&mut recv).await? {
+                    Kind::Pull(p) => serve_pull(&s, &mut send, from_wire(&p.frontier)).await?,
+                    Kind::Want(w) => serve_want(&s, &mut send, &w.hashes).await?,
+                    _ => bail!("unexpected request"),
+                }
+                send.finish()?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::debug!("sync request failed: {e:#}");
+            }
+        });
     }
+    requests.abort_all();
+    Ok(())
 }
 
 async fn serve_pull(s: &Shared, send: &mut SendStream, mut theirs: Frontier) -> Result<()> {

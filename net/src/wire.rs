@@ -9,6 +9,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 32 << 20;
 
+/// The protocol version this node speaks: [`PROTOCOL_VERSION`], unless the
+/// test hook `LATTICE_TEST_PROTOCOL_VERSION` says otherwise (so a test can run
+/// a node from "another release").
+pub fn protocol_version() -> u32 {
+    std::env::var("LATTICE_TEST_PROTOCOL_VERSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PROTOCOL_VERSION)
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
     #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]

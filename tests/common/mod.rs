@@ -131,8 +131,16 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
 /// `mountctl --home HOME ARGS...` (with `LATTICE_HOME` removed from the
 /// environment so that only `--home` counts).
 pub fn mountctl(home: &Path, args: &[&OsStr], timeout: Duration) -> Out {
+    mountctl_env(home, args, &[], timeout)
+}
+
+/// `mountctl` with extra environment (which a daemon it starts inherits).
+pub fn mountctl_env(home: &Path, args: &[&OsStr], env: &[(&str, &str)], timeout: Duration) -> Out {
     let mut cmd = Command::new(bin());
     cmd.arg("--home").arg(home).args(args).env_remove("LATTICE_HOME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     run(&mut cmd, timeout)
 }
 
@@ -322,6 +330,8 @@ pub struct Mount {
     watch_pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
     dir_tmp: Option<TempDir>,
     home_tmp: Option<Home>,
+    /// Environment for the daemons this guard starts.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// How long one test may keep a mount before the watchdog kills its daemon
@@ -360,6 +370,17 @@ impl Mount {
     /// A new node (temp home, `init`) mounted on a new temp directory.
     /// Panics (test fails) if anything goes wrong.
     pub fn new() -> Mount {
+        Mount::new_with(&["mount"])
+    }
+
+    /// A new node mounted by `mountctl ARGS... DIR --bind 127.0.0.1:0`
+    /// (`["mount"]`, or `["join", TICKET]`).
+    pub fn new_with(args: &[&str]) -> Mount {
+        Mount::new_with_env(args, &[])
+    }
+
+    /// Like [`Mount::new_with`], with environment for the daemon.
+    pub fn new_with_env(args: &[&str], env: &[(&'static str, &'static str)]) -> Mount {
         // Tests expect new files to be 0644 and dirs 0755.
         unsafe {
             libc::umask(0o022);
@@ -376,8 +397,9 @@ impl Mount {
             mounted: false,
             dir_tmp: Some(dir_tmp),
             home_tmp: Some(home),
+            env: env.to_vec(),
         };
-        m.mount();
+        m.mount_with(args);
         m
     }
 
@@ -402,12 +424,21 @@ impl Mount {
             mounted: false,
             dir_tmp: None,
             home_tmp: None,
+            env: Vec::new(),
         }
     }
 
     /// `mountctl mount DIR`; must exit 0 and leave DIR in /proc/self/mountinfo.
     pub fn mount(&mut self) {
-        let out = mountctl(&self.home, &[OsStr::new("mount"), self.dir.as_os_str()], MOUNT_TIMEOUT);
+        self.mount_with(&["mount"]);
+    }
+
+    /// `mountctl ARGS... DIR --bind 127.0.0.1:0`: peers stay on loopback.
+    pub fn mount_with(&mut self, args: &[&str]) {
+        let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        argv.push(self.dir.as_os_str());
+        argv.extend([OsStr::new("--bind"), OsStr::new("127.0.0.1:0")]);
+        let out = mountctl_env(&self.home, &argv, &self.env, MOUNT_TIMEOUT);
         // Even a failed/timed-out attempt may have mounted: let Drop clean up.
         self.mounted = true;
         if !out.ok() {

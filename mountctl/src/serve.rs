@@ -1,0 +1,176 @@
+//! The daemon's control socket: one request line, one JSON reply line.
+//!
+//! `status`, `unmount`, `invite ROLE TTL_MS`, `peers`, `remove ID`, `sync`,
+//! `net off` / `net on` (fault injection for partition tests: the node stops
+//! accepting, dialing and gossiping, as if unplugged).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use store::Role;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use crate::daemon::Daemon;
+
+/// Answers requests until an unmount request or SIGTERM/SIGINT; returns why it stopped.
+pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> String {
+    let _ = std::fs::remove_file(&sock);
+    let listener = match UnixListener::bind(&sock) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e}", sock.display());
+            return "control socket failed".into();
+        }
+    };
+    let (stop_tx, mut stop_rx) = mpsc::channel::<String>(4);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
+    let mut peers_changed = d.store.watch(store::membership::PEERS.as_bytes());
+    let mut addrs_changed = d.store.watch(b"addrs/");
+    let mut requests = tokio::task::JoinSet::new();
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM".to_string(),
+            _ = int.recv() => break "SIGINT".to_string(),
+            Some(why) = stop_rx.recv() => break why,
+            Some(_) = peers_changed.recv() => {
+                while peers_changed.try_recv().is_ok() {}
+                d.net.directory_changed();
+            }
+            Some(_) = addrs_changed.recv() => {
+                while addrs_changed.try_recv().is_ok() {}
+                d.net.directory_changed();
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            Ok((conn, _)) = listener.accept() => {
+                let (d, stop_tx) = (d.clone(), stop_tx.clone());
+                requests.spawn(async move {
+                    let (r, mut w) = conn.into_split();
+                    let mut line = String::new();
+                    if BufReader::new(r).read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let reply = answer(&d, line.trim(), &stop_tx).await;
+                    let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+                });
+            }
+        }
+    };
+    requests.abort_all();
+    why
+}
+
+fn err(msg: impl std::fmt::Display) -> Value {
+    json!({ "error": msg.to_string() })
+}
+
+async fn answer(d: &Daemon, req: &str, stop: &mpsc::Sender<String>) -> Value {
+    let words: Vec<&str> = req.split_whitespace().collect();
+    match words.as_slice() {
+        ["status"] => status(d),
+        ["unmount"] => {
+            let _ = stop.send("unmount requested".into()).await;
+            // The caller waits for this process to exit.
+            json!({ "ok": true, "pid": std::process::id() })
+        }
+        ["invite", role, ttl_ms] => {
+            let role = match Role::parse(role.as_bytes()) {
+                Some(r @ (Role::Writer | Role::Reader)) => r,
+                _ => return err("an invite is for a writer or a reader"),
+            };
+            let Ok(ttl) = ttl_ms.parse::<u64>() else {
+                return err("bad expiry");
+            };
+            match d.directory.invite(role, ttl) {
+                Ok(secret) => {
+                    let t = net::Ticket {
+                        share: d.store.share_id().0,
+                        inviter: d.store.author().0,
+                        addrs: d.net.addrs(),
+                        secret,
+                    };
+                    json!({ "ticket": t.encode() })
+                }
+                Err(e) => err(format!("cannot invite: {e}")),
+            }
+        }
+        ["peers"] => json!({ "peers": peers(d) }),
+        ["remove", id] => {
+            let Some(id) = store::AuthorId::parse_hex(id) else {
+                return err("not a node id (64 hex digits)");
+            };
+            if net::Directory::role(d.directory.as_ref(), &id).is_none() {
+                return err(format!("{id} is not a member of this share"));
+            }
+            match d.store.write(vec![store::Op::delete(store::membership::peer_key(&id))]) {
+                Ok(_) => {
+                    d.net.directory_changed();
+                    json!({ "ok": true })
+                }
+                Err(e) => err(format!("cannot remove {}: {e}", id.short())),
+            }
+        }
+        ["sync"] => {
+            let results: Vec<Value> = d
+                .net
+                .sync_all()
+                .await
+                .into_iter()
+                .map(|(id, r)| match r {
+                    Ok(n) => json!({ "peer": id.to_string(), "applied": n }),
+                    Err(e) => json!({ "peer": id.to_string(), "error": format!("{e:#}") }),
+                })
+                .collect();
+            json!({ "synced": results })
+        }
+        ["net", "off"] => {
+            d.net.set_paused(true);
+            json!({ "ok": true })
+        }
+        ["net", "on"] => {
+            d.net.set_paused(false);
+            json!({ "ok": true })
+        }
+        _ => err(format!("unknown request {req:?}")),
+    }
+}
+
+fn peers(d: &Daemon) -> Vec<Value> {
+    let roles: std::collections::HashMap<_, _> = d.directory.all_members().into_iter().collect();
+    d.net
+        .peers()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "id": p.id.to_string(),
+                "role": roles.get(&p.id).map(|r| r.as_str()),
+                "online": p.online,
+                "last_sync_ms": p.last_sync_ms,
+                "pending": p.pending,
+                "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn status(d: &Daemon) -> Value {
+    let s = &d.store;
+    let entries = s.frontier().map(|f| f.values().map(|v| v.0).sum::<u64>()).unwrap_or(0);
+    let role = net::Directory::role(d.directory.as_ref(), &s.author()).map(|r| r.as_str());
+    json!({
+        "dir": d.dir,
+        "pid": std::process::id(),
+        "share": s.share_id().to_string(),
+        "share_name": d.name,
+        "author": s.author().to_string(),
+        "role": role,
+        "addrs": d.net.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "entries": entries,
+        "orphans": s.orphan_count().unwrap_or(0),
+        "conflicts": s.multi_headed(b"n").map(|v| v.len()).unwrap_or(0),
+        "peers": peers(d),
+    })
+}

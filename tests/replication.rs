@@ -1,0 +1,322 @@
+//! Several daemons on one machine, real mounts, peers on 127.0.0.1: invite and
+//! join, the same tree everywhere, merges after partitions (`mountctl net off`
+//! cuts a node off: it neither accepts, dials nor gossips), catch-up, refusals.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn ctl(m: &Mount, args: &[&str]) -> Out {
+    mountctl_s(&m.home, args)
+}
+
+fn invite(owner: &Mount, extra: &[&str]) -> String {
+    let mut args = vec!["invite"];
+    args.extend(extra);
+    let out = ctl(owner, &args);
+    assert!(out.ok(), "invite failed: {}", out.describe());
+    out.stdout.trim().to_string()
+}
+
+fn join(owner: &Mount) -> Mount {
+    let t = invite(owner, &[]);
+    Mount::new_with(&["join", &t])
+}
+
+/// Paths, kinds, modes, sizes, contents, link targets and file mtimes.
+fn snapshot(m: &Mount) -> std::collections::BTreeMap<std::path::PathBuf, Info> {
+    manifest(
+        &m.dir,
+        Opts {
+            file_mtime: true,
+            dir_mtime: false,
+            ino: false,
+        },
+    )
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < CONVERGE, "not within {CONVERGE:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every mount shows the same tree; returns it.
+fn converged(ms: &[&Mount]) -> std::collections::BTreeMap<std::path::PathBuf, Info> {
+    let t = Instant::now();
+    loop {
+        let first = snapshot(ms[0]);
+        if ms[1..].iter().all(|m| snapshot(m) == first) {
+            return first;
+        }
+        if t.elapsed() > CONVERGE {
+            for m in &ms[1..] {
+                assert_same("mounts did not converge", &first, &snapshot(m));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn net(m: &Mount, state: &str) {
+    let out = ctl(m, &["net", state]);
+    assert!(out.ok(), "net {state}: {}", out.describe());
+}
+
+#[test]
+fn three_nodes_show_the_same_tree() {
+    let a = Mount::new();
+    let b = join(&a);
+    let c = join(&a);
+    write(&a.p("from-a.txt"), b"written on A\n");
+    fs::create_dir_all(a.p("dir/sub")).unwrap();
+    write(&a.p("dir/sub/deep.bin"), &vec![7u8; 300_000]);
+    write(&b.p("from-b.txt"), b"written on B\n");
+    std::os::unix::fs::symlink("from-b.txt", b.p("link-to-b")).unwrap();
+    write(&c.p("run.sh"), b"#!/bin/sh\necho hi\n");
+    set_mode(&c.p("run.sh"), 0o755);
+    let tree = converged(&[&a, &b, &c]);
+    assert_eq!(tree.len(), 8, "the root and seven nodes: {tree:#?}");
+    assert_eq!(read(&c.p("dir/sub/deep.bin")), vec![7u8; 300_000]);
+    assert_eq!(fs::read_link(a.p("link-to-b")).unwrap(), Path::new("from-b.txt"));
+    assert_eq!(sh(&b.dir, "./run.sh"), "hi\n");
+
+    // An edit shows at once in the other mounts' kernel caches too.
+    assert_eq!(read(&b.p("from-a.txt")), b"written on A\n");
+    write(&a.p("from-a.txt"), b"edited on A\n");
+    eventually("B sees A's edit", || read(&b.p("from-a.txt")) == b"edited on A\n");
+    fs::remove_file(c.p("from-b.txt")).unwrap();
+    eventually("A sees C's delete", || !a.p("from-b.txt").exists());
+
+    let status: serde_json::Value = serde_json::from_str(&ctl(&a, &["status", "--json"]).stdout).unwrap();
+    let peers = status["mounts"][0]["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{status}");
+    assert!(peers.iter().all(|p| p["online"] == true), "{status}");
+}
+
+/// The merge scenarios of the issue: A and B act while cut off from each
+/// other and from C, then reconnect; every mount must end the same.
+#[test]
+fn merges_after_partitions() {
+    let a = Mount::new();
+    let b = join(&a);
+    let c = join(&a);
+    let all = [&a, &b, &c];
+    let cut = |on: bool| {
+        for m in [&a, &b] {
+            net(m, if on { "off" } else { "on" });
+        }
+    };
+
+    // S2: A renames a directory while B edits a file inside it.
+    fs::create_dir(a.p("d")).unwrap();
+    write(&a.p("d/f.txt"), b"one\n");
+    converged(&all);
+    cut(true);
+    fs::rename(a.p("d"), a.p("d2")).unwrap();
+    write(&b.p("d/f.txt"), b"one\ntwo\n");
+    cut(false);
+    converged(&all);
+    for m in all {
+        assert!(!m.p("d").exists(), "the old path came back");
+        assert_eq!(
+            read(&m.p("d2/f.txt")),
+            b"one\ntwo\n",
+            "the edit is in the renamed directory"
+        );
+    }
+
+    // S3: A moves x into y while B moves y into x.
+    fs::create_dir(a.p("x")).unwrap();
+    fs::create_dir(a.p("y")).unwrap();
+    write(&a.p("x/in-x"), b"x\n");
+    converged(&all);
+    cut(true);
+    fs::rename(a.p("x"), a.p("y/x")).unwrap();
+    fs::rename(b.p("y"), b.p("x/y")).unwrap();
+    cut(false);
+    let tree = converged(&all);
+    let has = |name: &str| tree.keys().any(|p| p.file_name() == Some(OsStr::new(name)));
+    assert!(
+        has("x") && has("y") && has("in-x"),
+        "both reachable: {:?}",
+        tree.keys().collect::<Vec<_>>()
+    );
+
+    // S4: A deletes a file while B edits it: the edit wins.
+    write(&a.p("s4.txt"), b"v1\n");
+    converged(&all);
+    cut(true);
+    fs::remove_file(a.p("s4.txt")).unwrap();
+    write(&b.p("s4.txt"), b"v2 from B\n");
+    cut(false);
+    converged(&all);
+    for m in all {
+        assert_eq!(read(&m.p("s4.txt")), b"v2 from B\n");
+    }
+
+    // S5: both create different files with the same name: both kept.
+    cut(true);
+    write(&a.p("same.txt"), b"A's\n");
+    write(&b.p("same.txt"), b"B's\n");
+    cut(false);
+    converged(&all);
+    for m in all {
+        let mut contents: Vec<Vec<u8>> = names(&m.dir)
+            .into_iter()
+            .filter(|n| n.to_string_lossy().starts_with("same"))
+            .map(|n| read(&m.dir.join(n)))
+            .collect();
+        contents.sort();
+        assert_eq!(contents, vec![b"A's\n".to_vec(), b"B's\n".to_vec()]);
+    }
+
+    // S6: A renames f to g while B renames f to h: exactly one survives.
+    write(&a.p("f"), b"contents of f\n");
+    converged(&all);
+    cut(true);
+    fs::rename(a.p("f"), a.p("g")).unwrap();
+    fs::rename(b.p("f"), b.p("h")).unwrap();
+    cut(false);
+    converged(&all);
+    for m in all {
+        assert!(!m.p("f").exists());
+        assert!(m.p("g").exists() != m.p("h").exists(), "exactly one of g and h");
+        let kept = if m.p("g").exists() { m.p("g") } else { m.p("h") };
+        assert_eq!(read(&kept), b"contents of f\n");
+    }
+}
+
+#[test]
+fn a_stopped_node_catches_up_and_a_new_node_backfills() {
+    let mut a = Mount::new();
+    let mut b = join(&a);
+    b.unmount();
+    // 1,000 writes while B is down.
+    let script = "import os\nfor i in range(1000):\n    open('w%04d' % i, 'w').write(str(i))\n";
+    sh(&a.dir, &format!("python3 -c \"{script}\""));
+    b.mount();
+    eventually("B has all 1,000 files", || names(&b.dir).len() == 1000);
+    assert_eq!(read(&b.p("w0999")), b"999");
+
+    // A share of 10,000 entries: one fsync'd file each (an fsync writes one).
+    let entries = |m: &Mount| {
+        let v: serde_json::Value = serde_json::from_str(&ctl(m, &["status", "--json"]).stdout).unwrap();
+        v["mounts"][0]["entries"].as_u64().unwrap()
+    };
+    let more = 10_000 - entries(&a);
+    let script = format!(
+        "import os\nfor i in range({more}):\n    f = open('e%05d' % i, 'w'); f.write('x'); f.flush(); os.fsync(f.fileno()); f.close()\n"
+    );
+    sh(&a.dir, &format!("python3 -c \"{script}\""));
+    assert!(entries(&a) >= 10_000, "the share has {} entries", entries(&a));
+    let c = join(&a);
+    assert_eq!(
+        names(&c.dir).len(),
+        1000 + more as usize,
+        "join returns with the share backfilled"
+    );
+    eventually("C holds every entry", || entries(&c) >= entries(&a));
+    a.unmount();
+}
+
+#[test]
+fn refusals_are_clear_and_apply_nothing() {
+    let a = Mount::new();
+    let b = join(&a);
+    write(&a.p("base.txt"), b"base\n");
+    converged(&[&a, &b]);
+
+    // A used ticket.
+    let t = invite(&a, &[]);
+    let _c = Mount::new_with(&["join", &t]);
+    let home = Home::new();
+    let (_d, dir) = empty_dir("lattice-mnt-");
+    let out = mountctl(
+        &home.path,
+        &[
+            OsStr::new("join"),
+            OsStr::new(&t),
+            dir.as_os_str(),
+            OsStr::new("--bind"),
+            OsStr::new("127.0.0.1:0"),
+        ],
+        MOUNT_TIMEOUT,
+    );
+    assert!(!out.ok() && out.stderr.contains("not valid"), "{}", out.describe());
+    assert!(!is_mountpoint(&dir));
+
+    // An expired ticket.
+    let t = invite(&a, &["--expires", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = mountctl(
+        &home.path,
+        &[
+            OsStr::new("join"),
+            OsStr::new(&t),
+            dir.as_os_str(),
+            OsStr::new("--bind"),
+            OsStr::new("127.0.0.1:0"),
+        ],
+        MOUNT_TIMEOUT,
+    );
+    assert!(!out.ok() && out.stderr.contains("expired"), "{}", out.describe());
+
+    // Not a ticket at all.
+    let out = mountctl(
+        &home.path,
+        &[OsStr::new("join"), OsStr::new("hello"), dir.as_os_str()],
+        MOUNT_TIMEOUT,
+    );
+    assert!(
+        !out.ok() && out.stderr.contains("not a Lattice ticket"),
+        "{}",
+        out.describe()
+    );
+
+    // A peer speaking another protocol version.
+    let t = invite(&a, &[]);
+    let mut cmd = Command::new(bin());
+    cmd.arg("--home")
+        .arg(&home.path)
+        .args(["join", &t])
+        .arg(&dir)
+        .args(["--bind", "127.0.0.1:0"]);
+    cmd.env("LATTICE_TEST_PROTOCOL_VERSION", "99");
+    let out = run(&mut cmd, MOUNT_TIMEOUT);
+    assert!(!out.ok(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("version 99") && out.stderr.contains("version 1"),
+        "{}",
+        out.describe()
+    );
+    assert!(!is_mountpoint(&dir));
+
+    // A reader's writes: EROFS on its mount, nothing reaches the others.
+    let t = invite(&a, &["--read-only"]);
+    let r = Mount::new_with(&["join", &t]);
+    assert_eq!(read(&r.p("base.txt")), b"base\n");
+    let e = fs::write(r.p("nope.txt"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+    // A removed peer: cut off, its later writes refused.
+    let status: serde_json::Value = serde_json::from_str(&ctl(&b, &["status", "--json"]).stdout).unwrap();
+    let b_id = status["mounts"][0]["author"].as_str().unwrap().to_string();
+    let out = ctl(&a, &["peers", "remove", &b_id]);
+    assert!(out.ok(), "{}", out.describe());
+    let _ = fs::write(b.p("after-removal.txt"), b"x");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!a.p("after-removal.txt").exists(), "a removed peer's write was applied");
+    let peers = ctl(&a, &["peers", "--json"]).stdout;
+    assert!(!peers.contains(&b_id), "{peers}");
+}
