@@ -118,6 +118,48 @@ fn merges_after_partitions() {
         }
     };
 
+    // S1: both edit one file: the winner at the path, the other version
+    // beside it under the same name on every peer.
+    let copies = |m: &Mount| -> Vec<String> {
+        names(&m.dir)
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("s1.conflict-"))
+            .collect()
+    };
+    for resolve_by_deleting_the_copy in [false, true] {
+        write(&a.p("s1.txt"), b"base\n");
+        converged(&all);
+        cut(true);
+        write(&a.p("s1.txt"), b"A's edit\n");
+        write(&b.p("s1.txt"), b"B's edit\n");
+        cut(false);
+        converged(&all);
+        let c1 = copies(&c);
+        assert_eq!(c1.len(), 1, "one conflict copy: {:?}", names(&c.dir));
+        assert!(c1[0].ends_with(".txt"), "the extension is kept: {}", c1[0]);
+        let mut both = vec![read(&c.p("s1.txt")), read(&c.p(&c1[0]))];
+        both.sort();
+        assert_eq!(both, vec![b"A's edit\n".to_vec(), b"B's edit\n".to_vec()]);
+        let listed = ctl(&c, &["conflicts"]).stdout;
+        assert!(listed.contains(&c1[0]) && listed.contains("s1.txt"), "{listed}");
+        if resolve_by_deleting_the_copy {
+            let winner = read(&b.p("s1.txt"));
+            fs::remove_file(b.p(&c1[0])).unwrap();
+            converged(&all);
+            assert_eq!(read(&a.p("s1.txt")), winner, "deleting the copy keeps the winner");
+        } else {
+            write(&c.p("s1.txt"), b"resolved\n");
+            converged(&all);
+            assert_eq!(read(&a.p("s1.txt")), b"resolved\n");
+        }
+        for m in all {
+            assert!(copies(m).is_empty(), "resolved for everyone");
+        }
+        assert_eq!(ctl(&a, &["conflicts"]).stdout, "");
+        fs::remove_file(a.p("s1.txt")).unwrap();
+    }
+
     // S2: A renames a directory while B edits a file inside it.
     fs::create_dir(a.p("d")).unwrap();
     write(&a.p("d/f.txt"), b"one\n");

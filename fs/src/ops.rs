@@ -50,6 +50,10 @@ impl Inner {
     /// Queues ops of node `id` for the next group commit. A node that a
     /// concurrent edit kept alive after a delete gets its place back with them.
     fn queue(st: &mut State, id: NodeId, ops: Vec<Op>) {
+        if st.nodes[&id].has_conflicts && ops.iter().any(|o| o.key == node::data_key(id)) {
+            // This write names every head of the content: the conflict is resolved.
+            st.drop_conflict_copies(id);
+        }
         let n = st.nodes.get_mut(&id).expect("queued for a present node");
         if n.loc_deleted {
             n.loc_deleted = false;
@@ -187,6 +191,16 @@ impl Inner {
             (true, true) if !n.children.is_empty() => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
+        if let Some(of) = st.nodes[&id].conflict_of {
+            // Deleting a copy keeps the winner: a new version of the file that
+            // merges every head, so the copies go on every peer.
+            if let Some(n) = st.nodes.get_mut(&of) {
+                let op = n.data_op(of);
+                Self::queue(&mut st, of, vec![op]);
+            }
+            st.drop_node(id);
+            return Ok(());
+        }
         Self::queue_delete(&mut st, id);
         st.drop_node(id);
         Ok(())
@@ -200,6 +214,10 @@ impl Inner {
         let mut st = self.state.lock().unwrap();
         let (p, np) = (Self::dir(&st, parent)?, Self::dir(&st, newparent)?);
         let id = *st.nodes[&p].children.get(name).ok_or(Errno::ENOENT)?;
+        if st.nodes[&id].conflict_of.is_some() {
+            // A copy is a view, not a file: `mv` then copies it and deletes it.
+            return Err(Errno::EXDEV);
+        }
         let is_dir = st.nodes[&id].kind == Kind::Dir;
         if is_dir && st.is_within(np, id) {
             return Err(Errno::EINVAL);
@@ -245,6 +263,9 @@ impl Inner {
         mtime: Option<TimeOrNow>,
     ) -> R<()> {
         let id = Self::node_id(&self.state.lock().unwrap(), ino)?;
+        if self.state.lock().unwrap().nodes[&id].conflict_of.is_some() {
+            return Err(Errno::EPERM);
+        }
         if let Some(size) = size {
             let mut st = self.state.lock().unwrap();
             if st.nodes[&id].kind != Kind::File {
@@ -523,10 +544,13 @@ impl Filesystem for LatticeFs {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut st = self.0.state.lock().unwrap();
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         match Inner::node_id(&st, ino) {
             Ok(id) if st.nodes[&id].kind == Kind::Dir => reply.error(Errno::EISDIR),
+            // Conflict copies are read-only views of another version.
+            Ok(id) if writing && st.nodes[&id].conflict_of.is_some() => reply.error(Errno::EROFS),
             Ok(id) => {
                 st.open.entry(id).or_default().handles += 1;
                 let fh = st.new_fh(Handle::File(id));
@@ -761,6 +785,9 @@ impl Filesystem for LatticeFs {
             let name = user_xattr(name)?;
             let mut st = self.0.state.lock().unwrap();
             let id = Inner::node_id(&st, ino)?;
+            if st.nodes[&id].conflict_of.is_some() {
+                return Err(Errno::EPERM);
+            }
             let exists = st.nodes[&id].xattrs.contains_key(name);
             if flags & libc::XATTR_CREATE != 0 && exists {
                 return Err(Errno::EEXIST);

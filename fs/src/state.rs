@@ -35,6 +35,11 @@ pub struct Node {
     /// Created here and not yet written to the store (its ops are pending):
     /// deleting it now just forgets them.
     pub pending_create: bool,
+    /// A conflict copy: a read-only view of another head of `.0`'s content.
+    /// It exists only in the tree shown, never in the store.
+    pub conflict_of: Option<NodeId>,
+    /// Conflict copies of this file are shown.
+    pub has_conflicts: bool,
 }
 
 /// A file's content while it is open for writing.
@@ -168,6 +173,8 @@ impl Node {
             children: BTreeMap::new(),
             unlinked: false,
             pending_create: false,
+            conflict_of: None,
+            has_conflicts: false,
         }
     }
 
@@ -224,6 +231,7 @@ pub fn load_nodes(store: &dyn KvStore) -> store::Result<(HashMap<NodeId, Node>, 
         let mut xattrs: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<u8>>> = HashMap::new();
         let mut locs: HashMap<NodeId, Vec<LocHead>> = HashMap::new();
         let mut data_heads: HashMap<NodeId, Vec<u64>> = HashMap::new();
+        let mut data_conflicts: HashMap<NodeId, Vec<Head>> = HashMap::new();
         let winner = |hs: &[Head]| store::head::winner(hs).and_then(|h| h.value.clone());
         for (key, heads) in store.scan_heads(node::PREFIX)? {
             match node::parse_key(&key) {
@@ -254,6 +262,10 @@ pub fn load_nodes(store: &dyn KvStore) -> store::Result<(HashMap<NodeId, Node>, 
                     data_heads.insert(id, versions.collect());
                     if let Some(d) = winner(&heads).and_then(|v| node::decode::<Data>(&v)) {
                         datas.insert(id, d);
+                    }
+                    let live: Vec<Head> = heads.iter().filter(|h| h.value.is_some()).cloned().collect();
+                    if live.len() > 1 {
+                        data_conflicts.insert(id, live);
                     }
                 }
                 Some(KeyKind::Xattr(id, name)) => {
@@ -314,11 +326,91 @@ pub fn load_nodes(store: &dyn KvStore) -> store::Result<(HashMap<NodeId, Node>, 
                 n.children = kids;
             }
         }
+        add_conflict_copies(&mut nodes, &data_conflicts);
         Ok((nodes, init))
     }
 }
 
+/// Shows every losing head of a file's content beside it, as
+/// `NAME.conflict-<author>-<entry>.EXT` (both 8 hex digits): the same names on
+/// every peer, since they come from the heads alone.
+fn add_conflict_copies(nodes: &mut HashMap<NodeId, Node>, conflicts: &HashMap<NodeId, Vec<Head>>) {
+    let mut ids: Vec<&NodeId> = conflicts.keys().collect();
+    ids.sort();
+    for id in ids {
+        let Some(n) = nodes.get(id) else { continue };
+        if n.kind != Kind::File {
+            continue;
+        }
+        let win = store::head::winner(&conflicts[id]).map(|h| h.entry);
+        let (parent, name, attr) = (n.parent, n.name.clone(), n.attr.clone());
+        nodes.get_mut(id).expect("present").has_conflicts = true;
+        for h in &conflicts[id] {
+            if Some(h.entry) == win {
+                continue;
+            }
+            let Some(d) = h.value.as_ref().and_then(|v| node::decode::<Data>(v)) else {
+                continue;
+            };
+            let mut seed = b"conflict".to_vec();
+            seed.extend_from_slice(&id.0);
+            seed.extend_from_slice(&h.entry.0);
+            let cid = NodeId(blake3::hash(&seed).as_bytes()[..16].try_into().expect("16 bytes"));
+            let cname = tree::conflict_name(&name, &format!("{}-{}", h.author.short(), h.entry.short()));
+            let mut c = Node::new(Kind::File, parent, &cname, attr.clone());
+            c.mtime_ns = d.mtime_ns;
+            c.manifest = Arc::new(Manifest::decode(&d.manifest).unwrap_or_default());
+            c.conflict_of = Some(*id);
+            if let Some(p) = nodes.get_mut(&parent) {
+                p.children.entry(cname).or_insert(cid);
+            }
+            nodes.insert(cid, c);
+        }
+    }
+}
+
 impl State {
+    /// The path of `id` from the mount's root.
+    pub fn path_of(&self, mut id: NodeId) -> String {
+        let mut parts = Vec::new();
+        while id != NodeId::ROOT {
+            let Some(n) = self.nodes.get(&id) else { break };
+            parts.push(String::from_utf8_lossy(&n.name).into_owned());
+            id = n.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Conflict copies shown now: (copy path, file path).
+    pub fn conflicts(&self) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.unlinked)
+            .filter_map(|(id, n)| Some((self.path_of(*id), self.path_of(n.conflict_of?))))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Takes a file's conflict copies out of the tree: a local write of the file
+    /// merged every head.
+    pub fn drop_conflict_copies(&mut self, of: NodeId) {
+        let copies: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.conflict_of == Some(of) && !n.unlinked)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in copies {
+            self.drop_node(c);
+        }
+        if let Some(n) = self.nodes.get_mut(&of) {
+            n.has_conflicts = false;
+        }
+    }
+
     pub fn new_fh(&mut self, h: Handle) -> u64 {
         let fh = self.next_fh;
         self.next_fh += 1;

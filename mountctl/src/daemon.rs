@@ -132,6 +132,7 @@ pub struct Daemon {
     pub store: Arc<store::Store>,
     pub directory: Arc<ShareDirectory>,
     pub net: net::Net,
+    pub fs: fs::FsView,
 }
 
 /// The daemon: `ready` tells it to report on stdout and then let go of it.
@@ -256,6 +257,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
         store,
         directory,
         net,
+        fs: fs_handle.view(),
     };
     Ok((lock_file, daemon, fs_handle, session))
 }

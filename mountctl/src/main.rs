@@ -62,6 +62,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<PeersCmd>,
     },
+    /// Conflict copies shown in the mount (DIR, or the share's mount).
+    Conflicts {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "default")]
+        share: String,
+    },
     /// An anti-entropy round with every member, now.
     Sync {
         #[arg(long, default_value = "default")]
@@ -249,6 +255,29 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Conflicts { dir, share } => {
+            let share = match dir {
+                Some(d) => {
+                    let d = home::absolute(&d)?;
+                    home.shares()
+                        .into_iter()
+                        .find(|s| s.mountpoint().as_deref() == Some(d.as_path()))
+                        .map(|s| s.name)
+                        .ok_or_else(|| anyhow!("{} is not a mount of {}", d.display(), home.dir.display()))?
+                }
+                None => share,
+            };
+            let v = ask(&home, &share, "conflicts")?;
+            let root = v["dir"].as_str().unwrap_or("");
+            for c in v["conflicts"].as_array().into_iter().flatten() {
+                println!(
+                    "{root}{}\t(a version of {root}{})",
+                    c["copy"].as_str().unwrap_or("?"),
+                    c["of"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
         Cmd::Sync { share } => {
             let v = ask(&home, &share, "sync")?;
             for r in v["synced"].as_array().into_iter().flatten() {

@@ -1,6 +1,6 @@
 //! The daemon's control socket: one request line, one JSON reply line.
 //!
-//! `status`, `unmount`, `invite ROLE TTL_MS`, `peers`, `remove ID`, `sync`,
+//! `status`, `unmount`, `invite ROLE TTL_MS`, `peers`, `remove ID`, `sync`, `conflicts`,
 //! `net off` / `net on` (fault injection for partition tests: the node stops
 //! accepting, dialing and gossiping, as if unplugged).
 
@@ -98,6 +98,14 @@ async fn answer(d: &Daemon, req: &str, stop: &mpsc::Sender<String>) -> Value {
             }
         }
         ["peers"] => json!({ "peers": peers(d) }),
+        ["conflicts"] => {
+            let list: Vec<Value> =
+                d.fs.conflicts()
+                    .into_iter()
+                    .map(|(copy, of)| json!({ "copy": copy, "of": of }))
+                    .collect();
+            json!({ "dir": d.dir, "conflicts": list })
+        }
         ["remove", id] => {
             let Some(id) = store::AuthorId::parse_hex(id) else {
                 return err("not a node id (64 hex digits)");
@@ -170,7 +178,7 @@ fn status(d: &Daemon) -> Value {
         "addrs": d.net.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "entries": entries,
         "orphans": s.orphan_count().unwrap_or(0),
-        "conflicts": s.multi_headed(b"n").map(|v| v.len()).unwrap_or(0),
+        "conflicts": d.fs.conflicts().len(),
         "peers": peers(d),
     })
 }

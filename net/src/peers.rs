@@ -51,11 +51,15 @@ impl Peers {
         self.0.lock().unwrap().contains_key(id)
     }
 
+    /// A session handshake with `id` succeeded: it is reachable, so its
+    /// backoff is over (a dial-back must not wait out failures from before).
     pub fn contact(&self, id: AuthorId, frontier: BTreeMap<AuthorId, u64>) {
         let mut m = self.0.lock().unwrap();
         let p = m.entry(id).or_default();
         p.last_contact = Some(Instant::now());
         p.frontier = frontier;
+        p.failures = 0;
+        p.retry_at = None;
     }
 
     pub fn synced(&self, id: AuthorId) {
