@@ -141,8 +141,9 @@ impl Inner {
         Ok(())
     }
 
+    /// A new node under `parent`, not yet inserted (callers hold the state lock).
     fn new_node(
-        &self,
+        st: &State,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
@@ -151,8 +152,7 @@ impl Inner {
         target: &[u8],
     ) -> R<(NodeId, Node)> {
         let name = check_name(name)?;
-        let st = self.state.lock().unwrap();
-        let p = Self::dir(&st, parent)?;
+        let p = Self::dir(st, parent)?;
         if st.nodes[&p].unlinked {
             return Err(Errno::ENOENT);
         }
@@ -167,6 +167,27 @@ impl Inner {
             target: target.to_vec(),
         };
         Ok((NodeId::random(), Node::new(kind, p, name, attr)))
+    }
+
+    /// mknod, mkdir, symlink: a new node, queued, and told to the kernel.
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        target: &[u8],
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.state.lock().unwrap();
+        match Self::new_node(&st, req, parent, name, kind, mode, target) {
+            Ok((id, n)) => {
+                self.insert(&mut st, id, n);
+                reply_entry(&mut st, id, reply)
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     /// Adds a node to the model (after its entry, if any, was written).
@@ -455,35 +476,11 @@ impl Filesystem for LatticeFs {
             // Devices, FIFOs and sockets have no meaning on other machines.
             return reply.error(Errno::EPERM);
         }
-        let r = (|| {
-            let (id, n) = self.0.new_node(req, parent, name, Kind::File, mode & !umask, b"")?;
-            let mut st = self.0.state.lock().unwrap();
-            if st.nodes[&n.parent].children.contains_key(&n.name) {
-                return Err(Errno::EEXIST);
-            }
-            self.0.insert(&mut st, id, n);
-            Ok::<_, Errno>((id, st))
-        })();
-        match r {
-            Ok((id, mut st)) => reply_entry(&mut st, id, reply),
-            Err(e) => reply.error(e),
-        }
+        self.0.make(req, parent, name, Kind::File, mode & !umask, b"", reply);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let r = (|| {
-            let (id, n) = self.0.new_node(req, parent, name, Kind::Dir, mode & !umask, b"")?;
-            let mut st = self.0.state.lock().unwrap();
-            if st.nodes[&n.parent].children.contains_key(&n.name) {
-                return Err(Errno::EEXIST);
-            }
-            self.0.insert(&mut st, id, n);
-            Ok((id, st))
-        })();
-        match r {
-            Ok((id, mut st)) => reply_entry(&mut st, id, reply),
-            Err(e) => reply.error(e),
-        }
+        self.0.make(req, parent, name, Kind::Dir, mode & !umask, b"", reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -501,26 +498,15 @@ impl Filesystem for LatticeFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = (|| {
-            let (id, n) = self.0.new_node(
-                req,
-                parent,
-                link_name,
-                Kind::Symlink,
-                0o777,
-                target.as_os_str().as_bytes(),
-            )?;
-            let mut st = self.0.state.lock().unwrap();
-            if st.nodes[&n.parent].children.contains_key(&n.name) {
-                return Err(Errno::EEXIST);
-            }
-            self.0.insert(&mut st, id, n);
-            Ok((id, st))
-        })();
-        match r {
-            Ok((id, mut st)) => reply_entry(&mut st, id, reply),
-            Err(e) => reply.error(e),
-        }
+        self.0.make(
+            req,
+            parent,
+            link_name,
+            Kind::Symlink,
+            0o777,
+            target.as_os_str().as_bytes(),
+            reply,
+        );
     }
 
     fn rename(
@@ -571,11 +557,8 @@ impl Filesystem for LatticeFs {
         reply: ReplyCreate,
     ) {
         let r = (|| {
-            let (id, n) = self.0.new_node(req, parent, name, Kind::File, mode & !umask, b"")?;
             let mut st = self.0.state.lock().unwrap();
-            if st.nodes[&n.parent].children.contains_key(&n.name) {
-                return Err(Errno::EEXIST);
-            }
+            let (id, n) = Inner::new_node(&st, req, parent, name, Kind::File, mode & !umask, b"")?;
             self.0.insert(&mut st, id, n);
             let buf = OpenBuffer::new(Buffer::new(), true);
             st.open.insert(

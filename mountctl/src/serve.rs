@@ -180,5 +180,6 @@ fn status(d: &Daemon) -> Value {
         "orphans": s.orphan_count().unwrap_or(0),
         "conflicts": d.fs.conflicts().len(),
         "peers": peers(d),
+        "bytes_sent": d.net.bytes_sent(),
     })
 }

@@ -97,7 +97,9 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
                 if a.encoded_len() > MAX_GOSSIP {
                     a.entry.clear();
                 }
-                if let Err(err) = tx.broadcast(Bytes::from(a.encode_to_vec())).await {
+                let msg = a.encode_to_vec();
+                s.sent.fetch_add(msg.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if let Err(err) = tx.broadcast(Bytes::from(msg)).await {
                     tracing::debug!("gossip broadcast failed: {err}");
                 }
             }

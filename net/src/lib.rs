@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub peers: peers::Peers,
     /// Ask for a sync session with a peer.
     pub pull_tx: mpsc::UnboundedSender<AuthorId>,
+    /// Bytes this node sent to peers (sync frames, chunks, gossip).
+    pub sent: std::sync::atomic::AtomicU64,
     /// The share's gossip topic, once subscribed.
     pub gossip_tx: std::sync::OnceLock<iroh_gossip::api::GossipSender>,
 }
@@ -154,6 +156,7 @@ impl Net {
             peers: peers::Peers::default(),
             pull_tx,
             gossip_tx: std::sync::OnceLock::new(),
+            sent: std::sync::atomic::AtomicU64::new(0),
         });
         let members = shared.refresh_lookup();
         let gossip = iroh_gossip::Gossip::builder().spawn(ep.clone());
@@ -222,6 +225,11 @@ impl Net {
             }
         }
         self.shared.peers.drop_non_members(self.shared.dir.as_ref());
+    }
+
+    /// Bytes sent to peers since start.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::Relaxed)
     }
 
     pub fn set_paused(&self, paused: bool) {

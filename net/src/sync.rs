@@ -207,7 +207,9 @@ async fn serve_pull(s: &Shared, send: &mut SendStream, mut theirs: Frontier) -> 
                 *s = (*s).max(e.seq);
             }
         }
+        let n: usize = batch.iter().map(|e| e.len()).sum();
         wire::write(send, Kind::Batch(wire::Batch { entries: batch })).await?;
+        s.sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
