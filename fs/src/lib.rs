@@ -127,6 +127,11 @@ impl Inner {
         // Windows are written in the order they were taken: a key written in two
         // windows must end with the later value as the later entry.
         let _order = self.flush_order.lock().unwrap();
+        self.flush_ordered(sync_inodes)
+    }
+
+    /// The group commit, for a caller that holds `flush_order`.
+    pub(crate) fn flush_ordered(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
         let ops = {
             let mut st = self.state.lock().unwrap();
             if let Err(e) = st.inodes.persist(sync_inodes) {

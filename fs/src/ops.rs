@@ -284,12 +284,19 @@ impl Inner {
         mtime: Option<TimeOrNow>,
     ) -> R<()> {
         let id = Self::node_id(&self.state.lock().unwrap(), ino)?;
-        if self.state.lock().unwrap().nodes[&id].conflict_of.is_some() {
+        if self
+            .state
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&id)
+            .is_none_or(|n| n.conflict_of.is_some())
+        {
             return Err(Errno::EPERM);
         }
         if let Some(size) = size {
             let mut st = self.state.lock().unwrap();
-            if st.nodes[&id].kind != Kind::File {
+            if st.nodes.get(&id).is_none_or(|n| n.kind != Kind::File) {
                 return Err(Errno::EISDIR);
             }
             let open = st.open.get(&id).is_some_and(|o| o.handles > 0);
@@ -697,7 +704,7 @@ impl Filesystem for LatticeFs {
         let kids: Vec<(NodeId, fuser::FileType, Vec<u8>)> = n
             .children
             .iter()
-            .map(|(name, c)| (*c, st.nodes[c].file_type(), name.clone()))
+            .filter_map(|(name, c)| Some((*c, st.nodes.get(c)?.file_type(), name.clone())))
             .collect();
         let mut list = Vec::with_capacity(kids.len() + 2);
         list.push((ino.0, fuser::FileType::Directory, b".".to_vec()));

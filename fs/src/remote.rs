@@ -32,8 +32,11 @@ impl Inner {
     /// Rebuilds the tree from the store and returns what the kernel must forget.
     pub(crate) fn apply_remote(&self) -> Vec<Inval> {
         loop {
-            // Local changes first, so the store holds everything the mount shows.
-            let _ = self.flush(false);
+            // Local changes first, so the store holds everything the mount shows;
+            // `flush_order` is held until the tree is rebuilt, so no window can be
+            // taken but not yet written while the store is read.
+            let _order = self.flush_order.lock().unwrap();
+            let _ = self.flush_ordered(false);
             let mut guard = self.state.lock().unwrap();
             if !guard.pending.is_empty() {
                 continue;
@@ -64,6 +67,8 @@ impl Inner {
                         let mut keep = st.nodes.remove(&id).expect("listed");
                         if st.lookups.contains_key(&id) || st.open.get(&id).is_some_and(|o| o.handles > 0) {
                             keep.unlinked = true;
+                            // Its children went with it (or moved): list none.
+                            keep.children.clear();
                             fresh.insert(id, keep);
                         } else {
                             st.inodes.remove(id);

@@ -302,12 +302,20 @@ async fn take_batch(s: &Shared, conn: &Connection, entries: Vec<Vec<u8>>) -> Res
     }
     let out = s.store.ingest(&entries)?;
     let mut applied = 0;
+    let mut refused = 0;
     for o in out {
         match o {
             Outcome::Applied { released, .. } => applied += 1 + released,
-            Outcome::Refused(r) => tracing::debug!("entry refused in sync: {r}"),
+            Outcome::Refused(r) => {
+                refused += 1;
+                tracing::debug!("entry refused in sync: {r}");
+            }
             _ => {}
         }
+    }
+    if applied == 0 && refused > 0 {
+        // Nothing this peer sends can apply now: back off rather than loop.
+        bail!("every entry the peer sent was refused ({refused})");
     }
     Ok(applied)
 }

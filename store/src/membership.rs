@@ -79,7 +79,7 @@ pub(crate) fn role_in(t: &Tables, a: &AuthorId) -> Result<Option<Role>> {
 }
 
 /// Why `e` may not be applied to the state in `t`, if it may not.
-pub(crate) fn check(t: &Tables, e: &Entry, now_ms: u64) -> Result<Option<Refusal>> {
+pub(crate) fn check(t: &Tables, e: &Entry, _now_ms: u64) -> Result<Option<Refusal>> {
     if e.share.is_none() {
         return Ok(None); // the genesis: its id is the share id, checked before
     }
@@ -106,8 +106,16 @@ pub(crate) fn check(t: &Tables, e: &Entry, now_ms: u64) -> Result<Option<Refusal
                     let Some(role) = op.value.as_deref() else {
                         return not_allowed("only an owner may remove a peer");
                     };
+                    let who = std::str::from_utf8(&op.key[PEERS.len()..])
+                        .ok()
+                        .and_then(AuthorId::parse_hex);
+                    if who.is_none_or(|id| role_in(t, &id).ok().flatten().is_some()) {
+                        return not_allowed("only an owner may change a member's role");
+                    }
                     // A writer admits only by consuming, in the same entry, an
-                    // unexpired invite for exactly that role.
+                    // invite for exactly that role, unexpired at the entry's
+                    // own time (so every peer decides the same, whenever the
+                    // entry reaches it).
                     let mut ok = false;
                     for other in e
                         .ops
@@ -115,7 +123,7 @@ pub(crate) fn check(t: &Tables, e: &Entry, now_ms: u64) -> Result<Option<Refusal
                         .filter(|o| o.value.is_none() && o.key.starts_with(INVITES.as_bytes()))
                     {
                         if let Some(inv) = winner(t, &other.key)?.and_then(|v| Invite::decode(v.as_slice()).ok()) {
-                            ok |= inv.role.as_bytes() == role && inv.expires_ms > now_ms;
+                            ok |= inv.role.as_bytes() == role && inv.expires_ms > e.hlc.ms();
                         }
                     }
                     if !ok {

@@ -441,7 +441,7 @@ impl Store {
         let mut heap = BinaryHeap::new();
         let mine = self.frontier()?;
         for (a, (last, _)) in &mine {
-            let from = theirs.get(a).copied().unwrap_or(0) + 1;
+            let from = theirs.get(a).copied().unwrap_or(0).saturating_add(1);
             if from <= *last {
                 let (pos, id) = lookup(a, from)?;
                 heap.push(Reverse((pos, *a, from, *last, id)));

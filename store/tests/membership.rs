@@ -207,3 +207,47 @@ fn only_durable_entries_leave() {
     assert_eq!(a.entries_after(&BTreeMap::new(), usize::MAX).unwrap().len(), 2);
     assert_eq!(a.log_since(1, 100).unwrap().len(), 1);
 }
+
+#[test]
+fn a_writer_cannot_change_a_members_role_and_admission_is_judged_at_its_own_time() {
+    let owner = enforcing_owner();
+    let w = Identity::generate();
+    owner.write(vec![Op::put(peer_key(&w.author()), "writer")]).unwrap();
+
+    // A reader invite consumed to demote the owner: refused.
+    let h = secret_hash(b"s1");
+    let invite = |role: &str, ttl: u64| Invite {
+        role: role.into(),
+        expires_ms: store::hlc::wall_ms() + ttl,
+        by: vec![],
+    };
+    owner
+        .write(vec![Op::put(invite_key(&h), invite("reader", 60_000).encode_to_vec())])
+        .unwrap();
+    let ws = member_store(&owner, w.clone());
+    ws.write(vec![
+        Op::put(peer_key(&owner.author()), "reader"),
+        Op::delete(invite_key(&h)),
+    ])
+    .unwrap();
+    assert!(matches!(
+        outcome(&owner, last_entry(&ws)),
+        Outcome::Refused(Refusal::NotAllowed { .. })
+    ));
+
+    // An admission made before the invite expired applies even when it
+    // arrives after: every peer must decide the same, whenever it syncs.
+    let h2 = secret_hash(b"s2");
+    owner
+        .write(vec![Op::put(invite_key(&h2), invite("writer", 300).encode_to_vec())])
+        .unwrap();
+    let ws = member_store(&owner, w);
+    let joiner = Identity::generate();
+    ws.write(vec![
+        Op::put(peer_key(&joiner.author()), "writer"),
+        Op::delete(invite_key(&h2)),
+    ])
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(matches!(outcome(&owner, last_entry(&ws)), Outcome::Applied { .. }));
+}
