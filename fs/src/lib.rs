@@ -8,6 +8,7 @@
 
 pub mod buffer;
 pub mod inode_map;
+mod local;
 pub mod node;
 mod ops;
 pub mod pending;
