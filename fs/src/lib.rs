@@ -208,19 +208,9 @@ impl FsHandle {
         );
     }
 
-    /// Conflict copies shown now: (copy path, file path), from the mount's root.
-    pub fn conflicts(&self) -> Vec<(String, String)> {
-        self.inner.state.lock().unwrap().conflicts()
-    }
-
     /// A cheap handle for readers of the mount's state (the control socket).
     pub fn view(&self) -> FsView {
         FsView(self.inner.clone())
-    }
-
-    /// Number of nodes shown (for status).
-    pub fn node_count(&self) -> usize {
-        self.inner.state.lock().unwrap().nodes.len()
     }
 }
 

@@ -181,10 +181,6 @@ impl Net {
         })
     }
 
-    pub fn id(&self) -> AuthorId {
-        self.shared.me
-    }
-
     /// Addresses peers can dial (for tickets and `addrs/`).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         endpoint::advertised(&self.shared.endpoint)

@@ -75,7 +75,6 @@ pub struct Store {
     pub(crate) watchers: Watchers,
     /// Log positions below this are durable here; only they may leave the machine.
     pub(crate) durable: tokio::sync::watch::Sender<u64>,
-    path: Option<PathBuf>,
     report: OpenReport,
 }
 
@@ -186,7 +185,7 @@ impl Store {
             me,
             cfg,
             watchers: Watchers::default(),
-            path: Some(path),
+
             report,
         };
         let expired = store.expire_orphans(crate::hlc::wall_ms())?;
@@ -197,10 +196,6 @@ impl Store {
 
     pub fn open_report(&self) -> &OpenReport {
         &self.report
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     pub fn share_id(&self) -> ShareId {
@@ -312,7 +307,8 @@ impl Store {
     pub fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>> {
         let mut refs: Vec<ChunkHash> = entries
             .iter()
-            .filter_map(|b| Entry::decode(b).ok())
+            // Only a peek: ingest verifies, and chunks are checked by hash.
+            .filter_map(|b| Entry::decode_unverified(b).ok())
             .flat_map(|e| e.refs().collect::<Vec<_>>())
             .collect();
         refs.sort();
@@ -459,29 +455,6 @@ impl Store {
                 let (pos, id) = lookup(&a, seq + 1)?;
                 heap.push(Reverse((pos, a, seq + 1, last, id)));
             }
-        }
-        Ok(out)
-    }
-
-    /// The wire bytes of one entry.
-    pub fn entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(ENTRIES)?;
-        Ok(t.get(&id.0)?.map(|v| v.value().1.to_vec()))
-    }
-
-    /// Every entry in log order (for `mountctl log` / `dag` and checks).
-    pub fn log(&self) -> Result<Vec<Entry>> {
-        let txn = self.db.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let entries = txn.open_table(ENTRIES)?;
-        let mut out = Vec::new();
-        for row in log.iter()? {
-            let id = *row?.1.value();
-            let bytes = entries
-                .get(&id)?
-                .ok_or_else(|| Error::Damaged("log names a missing entry".into()))?;
-            out.push(Entry::decode(bytes.value().1).map_err(|r| Error::Damaged(r.to_string()))?);
         }
         Ok(out)
     }
