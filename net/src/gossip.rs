@@ -148,6 +148,9 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
 
 /// Applies an announced entry, or asks for a sync session when it cannot.
 async fn take(s: &Arc<Shared>, author: AuthorId, from: AuthorId, entry: Vec<u8>) {
+    if s.paused() {
+        return;
+    }
     let source = if s.dir.role(&author).is_some() { author } else { from };
     if entry.is_empty() {
         let _ = s.pull_tx.send(source);
@@ -158,6 +161,9 @@ async fn take(s: &Arc<Shared>, author: AuthorId, from: AuthorId, entry: Vec<u8>)
         let missing = s.store.missing_refs(&batch)?;
         if !missing.is_empty() {
             sync::fetch_from(s, source, &missing).await?;
+        }
+        if s.paused() {
+            anyhow::bail!("this node went offline");
         }
         let out = s.store.ingest(&batch)?;
         anyhow::Ok(matches!(out[0], Outcome::Applied { .. } | Outcome::Duplicate))

@@ -189,6 +189,9 @@ async fn serve(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<()>
 
 async fn serve_pull(s: &Shared, send: &mut SendStream, mut theirs: Frontier) -> Result<()> {
     loop {
+        if s.paused() {
+            bail!("this node went offline");
+        }
         let mut batch = s.store.entries_after(&theirs, BATCH_ENTRIES)?;
         let mut bytes = 0;
         if let Some(cut) = batch.iter().position(|e| {
@@ -297,6 +300,10 @@ async fn session(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, join_secret
 
 /// Fetches what a batch refers to, then ingests it.
 async fn take_batch(s: &Shared, conn: &Connection, entries: Vec<Vec<u8>>) -> Result<usize> {
+    if s.paused() {
+        // Cut off mid-session: nothing more crosses, as if the link dropped.
+        bail!("this node went offline");
+    }
     let missing = s.store.missing_refs(&entries)?;
     if !missing.is_empty() {
         fetch_chunks(s, conn, &missing).await?;
