@@ -166,7 +166,13 @@ fn peers(d: &Daemon) -> Vec<Value> {
 
 fn status(d: &Daemon) -> Value {
     let s = &d.store;
-    let entries = s.frontier().map(|f| f.values().map(|v| v.0).sum::<u64>()).unwrap_or(0);
+    let frontier = s.frontier().unwrap_or_default();
+    let entries: u64 = frontier.values().map(|v| v.0).sum();
+    // Per author, the last entry held: two peers that print the same frontier hold the same entries.
+    let frontier: serde_json::Map<String, Value> = frontier
+        .iter()
+        .map(|(a, (seq, _))| (a.to_string(), json!(seq)))
+        .collect();
     let role = net::Directory::role(d.directory.as_ref(), &s.author()).map(|r| r.as_str());
     json!({
         "dir": d.dir,
@@ -177,6 +183,7 @@ fn status(d: &Daemon) -> Value {
         "role": role,
         "addrs": d.net.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "entries": entries,
+        "frontier": frontier,
         "orphans": s.orphan_count().unwrap_or(0),
         "conflicts": d.fs.conflicts().len(),
         "peers": peers(d),
