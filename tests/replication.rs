@@ -383,8 +383,17 @@ fn refusals_are_clear_and_apply_nothing() {
     let out = ctl(&a, &["peers", "remove", &b_id]);
     assert!(out.ok(), "{}", out.describe());
     let _ = fs::write(b.p("after-removal.txt"), b"x");
+    write(&a.p("after-removal-on-a.txt"), b"x");
     std::thread::sleep(Duration::from_secs(2));
     assert!(!a.p("after-removal.txt").exists(), "a removed peer's write was applied");
+    assert!(
+        !b.p("after-removal-on-a.txt").exists(),
+        "a removed peer still receives the share's changes"
+    );
+    assert!(
+        r.p("after-removal-on-a.txt").exists(),
+        "the remaining members still receive them"
+    );
     let peers = ctl(&a, &["peers", "--json"]).stdout;
     assert!(!peers.contains(&b_id), "{peers}");
 }

@@ -10,7 +10,13 @@ use iroh::address_lookup::MemoryLookup;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, QuicTransportConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 
-pub async fn bind(secret: [u8; 32], addr: SocketAddr, lookup: &MemoryLookup) -> Result<Endpoint> {
+/// Binds the endpoint; `hooks` see every connection once the peer is known.
+pub async fn bind(
+    secret: [u8; 32],
+    addr: SocketAddr,
+    lookup: &MemoryLookup,
+    hooks: impl iroh::endpoint::EndpointHooks + 'static,
+) -> Result<Endpoint> {
     let transport = QuicTransportConfig::builder()
         .max_idle_timeout(Some(Duration::from_secs(20).try_into()?))
         .keep_alive_interval(Duration::from_secs(5))
@@ -25,6 +31,7 @@ pub async fn bind(secret: [u8; 32], addr: SocketAddr, lookup: &MemoryLookup) -> 
         .net_report_config(NetReportConfig::minimal())
         .address_lookup(lookup.clone())
         .transport_config(transport)
+        .hooks(hooks)
         .bind()
         .await
         .with_context(|| format!("cannot bind the peer endpoint on {addr}"))

@@ -24,7 +24,7 @@ use crate::{Shared, author_id, endpoint_id, sync};
 /// a larger message is dropped silently and jams the link, so stay well below.
 const MAX_GOSSIP: usize = 4000;
 
-/// Gossip connections only from members (and never while paused).
+/// The gossip handler, refusing while paused (the gate admits only members).
 #[derive(Debug, Clone)]
 pub(crate) struct Guarded {
     pub gossip: Gossip,
@@ -33,12 +33,10 @@ pub(crate) struct Guarded {
 
 impl ProtocolHandler for Guarded {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        let peer = author_id(&conn.remote_id());
-        if self.shared.paused() || self.shared.dir.role(&peer).is_none() {
-            conn.close(VarInt::from_u32(sync::CODE_REFUSED), b"not a member of this share");
+        if self.shared.paused() {
+            conn.close(VarInt::from_u32(sync::CODE_REFUSED), b"peer is offline");
             return Ok(());
         }
-        self.shared.peers.track(peer, conn.clone());
         ProtocolHandler::accept(&self.gossip, conn).await
     }
 }
@@ -111,7 +109,11 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
 }
 
 async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
+    // Takes run off the event loop, owned here: when this task stops (shutdown
+    // aborts it), dropping the set aborts them too.
+    let mut takes = JoinSet::new();
     while let Some(ev) = rx.next().await {
+        while takes.try_join_next().is_some() {}
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
@@ -126,6 +128,13 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
                 let _ = s.pull_tx.send(author_id(&id));
             }
             Event::NeighborDown(id) => s.peers.gossip(author_id(&id), false),
+            Event::Lagged => {
+                // Announcements were dropped before we read them: sync with everyone.
+                tracing::debug!("gossip lagged; asking every member for a sync");
+                for id in s.refresh_lookup() {
+                    let _ = s.pull_tx.send(id);
+                }
+            }
             Event::Received(m) if !s.paused() => {
                 let Ok(a) = Announce::decode(m.content.as_ref()) else {
                     continue;
@@ -139,7 +148,7 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
                 let from = author_id(&m.delivered_from);
                 let s2 = s.clone();
                 // Off the event loop: fetching content must not stall gossip.
-                tokio::spawn(async move { take(&s2, author, from, a.entry).await });
+                takes.spawn(async move { take(&s2, author, from, a.entry).await });
             }
             _ => {}
         }

@@ -9,6 +9,7 @@
 //! writes to the store itself (admission goes through `Directory::admit`).
 
 pub mod endpoint;
+mod gate;
 mod gossip;
 mod peers;
 mod sync;
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     /// accepts, dials nor gossips, as if its network were cut.
     pub paused: AtomicBool,
     pub peers: peers::Peers,
+    /// Every connection, to cut off a removed peer.
+    pub gate: gate::Gate,
     /// Ask for a sync session with a peer.
     pub pull_tx: mpsc::UnboundedSender<AuthorId>,
     /// Bytes this node sent to peers (sync frames, chunks, gossip).
@@ -142,7 +145,8 @@ impl Net {
         cfg: Config,
     ) -> Result<Net> {
         let lookup = MemoryLookup::new();
-        let ep = endpoint::bind(secret, cfg.bind, &lookup).await?;
+        let gate = gate::Gate::new(dir.clone());
+        let ep = endpoint::bind(secret, cfg.bind, &lookup, gate.clone()).await?;
         let (pull_tx, pull_rx) = mpsc::unbounded_channel();
         let me = author_id(&ep.id());
         let shared = Arc::new(Shared {
@@ -154,6 +158,7 @@ impl Net {
             me,
             paused: AtomicBool::new(false),
             peers: peers::Peers::default(),
+            gate,
             pull_tx,
             gossip_tx: std::sync::OnceLock::new(),
             sent: std::sync::atomic::AtomicU64::new(0),
@@ -214,13 +219,18 @@ impl Net {
     /// meet new members, and cut off removed ones.
     pub fn directory_changed(&self) {
         let s = self.shared.clone();
-        tokio::spawn(async move { s.meet().await });
+        {
+            let mut tasks = self.tasks.lock().unwrap();
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move { s.meet().await });
+        }
         for id in self.shared.refresh_lookup() {
             if !self.shared.peers.known(&id) {
                 let _ = self.shared.pull_tx.send(id);
             }
         }
-        self.shared.peers.drop_non_members(self.shared.dir.as_ref());
+        self.shared.peers.forget_non_members(self.shared.dir.as_ref());
+        self.shared.gate.close_non_members();
     }
 
     /// Bytes sent to peers since start.

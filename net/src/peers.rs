@@ -1,12 +1,11 @@
 //! What this node knows of each peer: when it last synced, what the peer had
-//! then, failures and backoff, and the connections to cut if it is removed.
+//! then, failures and backoff.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iroh::endpoint::Connection;
 use store::AuthorId;
 
 use crate::Directory;
@@ -18,7 +17,6 @@ struct Peer {
     frontier: BTreeMap<AuthorId, u64>,
     failures: u32,
     retry_at: Option<Instant>,
-    conns: Vec<Connection>,
     gossip_up: bool,
 }
 
@@ -98,28 +96,10 @@ impl Peers {
         }
     }
 
-    pub fn track(&self, id: AuthorId, c: Connection) {
-        let mut m = self.0.lock().unwrap();
-        let p = m.entry(id).or_default();
-        p.conns.retain(|c| c.close_reason().is_none());
-        p.conns.push(c);
-    }
-
-    /// Closes every connection of a peer that is no longer a member.
-    pub fn drop_non_members(&self, dir: &dyn Directory) {
-        let mut m = self.0.lock().unwrap();
-        for (id, p) in m.iter_mut() {
-            if dir.role(id).is_none() {
-                for c in p.conns.drain(..) {
-                    c.close(
-                        iroh::endpoint::VarInt::from_u32(crate::sync::CODE_REFUSED),
-                        b"removed from the share",
-                    );
-                }
-                p.gossip_up = false;
-                p.last_contact = None;
-            }
-        }
+    /// Forgets what was known of peers that are no longer members (the gate
+    /// closes their connections).
+    pub fn forget_non_members(&self, dir: &dyn Directory) {
+        self.0.lock().unwrap().retain(|id, _| dir.role(id).is_some());
     }
 
     pub fn status(&self, members: &[(AuthorId, Vec<SocketAddr>)], mine: &BTreeMap<AuthorId, u64>) -> Vec<PeerStatus> {

@@ -150,7 +150,6 @@ async fn serve(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<()>
     wire::write(&mut send, hello(s, None)?).await?;
     send.finish()?;
     s.peers.contact(peer, theirs.clone());
-    s.peers.track(peer, conn.clone());
     if ahead(&theirs, &my_frontier(s)?) {
         let _ = s.pull_tx.send(peer);
     }

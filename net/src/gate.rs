@@ -1,0 +1,71 @@
+//! Membership at the handshake: an endpoint hook that sees every connection,
+//! ours and theirs, once the peer's key is known.
+//!
+//! Gossip connections are refused in both directions unless the peer is a
+//! member: a removed peer can neither dial us nor be dialed by the gossip
+//! layer (which dials on its own, out of our handlers' sight). Sync
+//! connections pass: the sync handler admits a joiner by its invite secret
+//! and refuses everyone else with a reason the dialer can print.
+//!
+//! Every connection is remembered (weakly), so [`Gate::close_non_members`]
+//! can cut a removed peer off at once, whichever side dialed.
+
+use std::sync::{Arc, Mutex};
+
+use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, VarInt, WeakConnectionHandle};
+
+use crate::{Directory, author_id, sync};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Gate(Arc<Inner>);
+
+struct Inner {
+    dir: Arc<dyn Directory>,
+    conns: Mutex<Vec<WeakConnectionHandle>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate({} connections)", self.conns.lock().map_or(0, |c| c.len()))
+    }
+}
+
+impl Gate {
+    pub fn new(dir: Arc<dyn Directory>) -> Gate {
+        Gate(Arc::new(Inner {
+            dir,
+            conns: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Closes every open connection with a peer that is no longer a member.
+    pub fn close_non_members(&self) {
+        let mut conns = self.0.conns.lock().unwrap();
+        conns.retain(|w| {
+            let Some(c) = w.upgrade() else { return false };
+            if self.0.dir.role(&author_id(&c.remote_id())).is_some() {
+                return true;
+            }
+            tracing::info!(peer = %author_id(&c.remote_id()).short(), "closing a removed peer's connection");
+            c.close(VarInt::from_u32(sync::CODE_REFUSED), b"removed from the share");
+            false
+        });
+    }
+}
+
+impl EndpointHooks for Gate {
+    async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
+        let peer = author_id(&conn.remote_id());
+        if conn.alpn() == iroh_gossip::ALPN && self.0.dir.role(&peer).is_none() {
+            tracing::debug!(peer = %peer.short(), "refused a gossip link with a non-member");
+            return AfterHandshakeOutcome::Reject {
+                error_code: VarInt::from_u32(sync::CODE_REFUSED),
+                reason: b"not a member of this share".to_vec(),
+            };
+        }
+        let mut conns = self.0.conns.lock().unwrap();
+        conns.retain(|w| w.upgrade().is_some());
+        conns.push(conn.weak_handle());
+        AfterHandshakeOutcome::Accept
+    }
+}
