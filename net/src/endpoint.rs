@@ -38,18 +38,32 @@ pub async fn bind(
 }
 
 /// Addresses other peers can dial. An endpoint bound to all interfaces
-/// advertises loopback: name a reachable address with `--bind` for peers on
-/// other machines.
+/// advertises each interface's address (as iroh sees them) and loopback, so
+/// peers on other machines and on this one can both reach it; an endpoint
+/// bound to one address advertises just that.
 pub fn advertised(ep: &Endpoint) -> Vec<SocketAddr> {
-    ep.bound_sockets()
-        .into_iter()
-        .map(|mut a| {
-            if a.ip().is_unspecified() {
-                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            a
-        })
-        .collect()
+    let mut out = Vec::new();
+    for bound in ep.bound_sockets() {
+        if !bound.ip().is_unspecified() {
+            out.push(bound);
+            continue;
+        }
+        let mut local: Vec<SocketAddr> = ep
+            .addr()
+            .ip_addrs()
+            .copied()
+            .filter(|a| a.port() == bound.port() && a.is_ipv4() == bound.is_ipv4())
+            .collect();
+        local.sort();
+        out.extend(local);
+        let lo: std::net::IpAddr = match bound {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        out.push(SocketAddr::new(lo, bound.port()));
+    }
+    out.dedup();
+    out
 }
 
 pub fn remember(lookup: &MemoryLookup, id: [u8; 32], addrs: &[SocketAddr]) {

@@ -213,3 +213,80 @@ async fn invite_join_live_push_and_refusals() {
         n.net.shutdown().await;
     }
 }
+
+#[derive(Debug)]
+struct NoHooks;
+impl iroh::endpoint::EndpointHooks for NoHooks {}
+
+/// Bound to all interfaces, a node advertises each interface's address and
+/// loopback (never 0.0.0.0), and a peer reaches it through every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_interfaces_advertise_dialable_addresses() {
+    let id = Identity::generate();
+    let s = Arc::new(
+        Store::create_share(
+            Location::Memory,
+            id.clone(),
+            enforcing(),
+            vec![Op::put(peer_key(&id.author()), "owner")],
+        )
+        .unwrap(),
+    );
+    let all = Config {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..cfg()
+    };
+    let a = Net::start(id.secret_bytes(), s.clone(), Arc::new(Dir(s.clone())), all)
+        .await
+        .unwrap();
+    let addrs = a.addrs();
+    assert!(addrs.iter().all(|a| !a.ip().is_unspecified()), "{addrs:?}");
+    assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+    for ip in interface_ipv4s() {
+        assert!(
+            addrs.iter().any(|a| a.ip() == ip),
+            "{ip} (an interface of this machine) is not advertised: {addrs:?}"
+        );
+    }
+
+    let lookup = iroh::address_lookup::MemoryLookup::new();
+    let dialer = net::endpoint::bind(rand::random(), "0.0.0.0:0".parse().unwrap(), &lookup, NoHooks)
+        .await
+        .unwrap();
+    let key = iroh::PublicKey::from_bytes(&s.author().0).unwrap();
+    for addr in &addrs {
+        let to = iroh::EndpointAddr::new(key).with_ip_addr(*addr);
+        let conn = tokio::time::timeout(Duration::from_secs(5), dialer.connect(to, net::SYNC_ALPN))
+            .await
+            .unwrap_or_else(|_| panic!("no answer on {addr}"))
+            .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
+        conn.close(0u32.into(), b"bye");
+    }
+    dialer.close().await;
+    a.shutdown().await;
+}
+
+/// The IPv4 addresses of this machine's interfaces that are up, loopback aside.
+fn interface_ipv4s() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once.
+    unsafe {
+        assert_eq!(libc::getifaddrs(&mut list), 0, "getifaddrs failed");
+        let mut cur = list;
+        while !cur.is_null() {
+            let i = &*cur;
+            let up = i.ifa_flags & libc::IFF_UP as u32 != 0;
+            if up && !i.ifa_addr.is_null() && (*i.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(i.ifa_addr as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    out.push(ip.into());
+                }
+            }
+            cur = i.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
