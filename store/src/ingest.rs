@@ -98,6 +98,11 @@ impl Store {
             };
         }
         if e.seq > last + 1 {
+            if self.cfg.enforce_membership {
+                if let Some(r) = crate::membership::may_park(t, &e.author)? {
+                    return refuse(r);
+                }
+            }
             let gap = Gap {
                 author: e.author,
                 from: last + 1,

@@ -78,6 +78,17 @@ pub(crate) fn role_in(t: &Tables, a: &AuthorId) -> Result<Option<Role>> {
     Ok(winner(t, &peer_key(a))?.and_then(|v| Role::parse(&v)))
 }
 
+/// Why an entry of `author` cannot even wait for a gap to fill: its author is
+/// not a member, or only reads. (Parked entries are bounded by membership,
+/// not only by their expiry.)
+pub(crate) fn may_park(t: &Tables, author: &AuthorId) -> Result<Option<Refusal>> {
+    Ok(match role_in(t, author)? {
+        None => Some(Refusal::NotAMember(*author)),
+        Some(Role::Reader) => Some(Refusal::ReadOnly(*author)),
+        Some(_) => None,
+    })
+}
+
 /// Why `e` may not be applied to the state in `t`, if it may not.
 pub(crate) fn check(t: &Tables, e: &Entry, _now_ms: u64) -> Result<Option<Refusal>> {
     if e.share.is_none() {

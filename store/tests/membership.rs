@@ -251,3 +251,29 @@ fn a_writer_cannot_change_a_members_role_and_admission_is_judged_at_its_own_time
     std::thread::sleep(std::time::Duration::from_millis(400));
     assert!(matches!(outcome(&owner, last_entry(&ws)), Outcome::Applied { .. }));
 }
+
+#[test]
+fn a_non_members_entries_are_not_parked_behind_a_gap() {
+    let owner = enforcing_owner();
+    let (w, r) = (Identity::generate(), Identity::generate());
+    owner.write(vec![Op::put(peer_key(&r.author()), "reader")]).unwrap();
+    for (id, why) in [
+        (w.clone(), Refusal::NotAMember(w.author())),
+        (r.clone(), Refusal::ReadOnly(r.author())),
+    ] {
+        let s = member_store(&owner, id);
+        s.write(vec![Op::put("a", "1")]).unwrap();
+        s.write(vec![Op::put("b", "2")]).unwrap();
+        // The second entry alone: a gap, but its author may not write here.
+        assert_eq!(outcome(&owner, last_entry(&s)), Outcome::Refused(why));
+    }
+    assert_eq!(owner.orphan_count().unwrap(), 0, "nothing parked");
+
+    // A member's entry behind a gap waits, as before.
+    owner.write(vec![Op::put(peer_key(&w.author()), "writer")]).unwrap();
+    let s = member_store(&owner, w.clone());
+    s.write(vec![Op::put("a", "1")]).unwrap();
+    s.write(vec![Op::put("b", "2")]).unwrap();
+    assert!(matches!(outcome(&owner, last_entry(&s)), Outcome::Orphaned(_)));
+    assert_eq!(owner.orphan_count().unwrap(), 1);
+}
