@@ -331,7 +331,7 @@ fn refusals_are_clear_and_apply_nothing() {
 
     // A used ticket.
     let t = invite(&a, &[]);
-    let _c = Mount::new_with(&["join", &t]);
+    let c = Mount::new_with(&["join", &t]);
     let home = Home::new();
     let (_d, dir) = empty_dir("lattice-mnt-");
     // A join that must fail, leaving nothing mounted.
@@ -383,16 +383,22 @@ fn refusals_are_clear_and_apply_nothing() {
     let out = ctl(&a, &["peers", "remove", &b_id]);
     assert!(out.ok(), "{}", out.describe());
     let _ = fs::write(b.p("after-removal.txt"), b"x");
+    // Once every member has applied the removal, nothing reaches B any more
+    // (a member that has not yet applied it would still relay to B).
+    for m in [&a, &c, &r] {
+        eventually("the removal reaches every member", || {
+            !ctl(m, &["peers", "--json"]).stdout.contains(&b_id)
+        });
+    }
     write(&a.p("after-removal-on-a.txt"), b"x");
+    eventually("the remaining members still get changes", || {
+        r.p("after-removal-on-a.txt").exists() && c.p("after-removal-on-a.txt").exists()
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert!(!a.p("after-removal.txt").exists(), "a removed peer's write was applied");
     assert!(
         !b.p("after-removal-on-a.txt").exists(),
         "a removed peer still receives the share's changes"
-    );
-    assert!(
-        r.p("after-removal-on-a.txt").exists(),
-        "the remaining members still receive them"
     );
     let peers = ctl(&a, &["peers", "--json"]).stdout;
     assert!(!peers.contains(&b_id), "{peers}");

@@ -7,8 +7,10 @@
 //! connections pass: the sync handler admits a joiner by its invite secret
 //! and refuses everyone else with a reason the dialer can print.
 //!
-//! Every connection is remembered (weakly), so [`Gate::close_non_members`]
-//! can cut a removed peer off at once, whichever side dialed.
+//! Connections with members are remembered (weakly), so
+//! [`Gate::close_non_members`] can cut a removed peer off at once, whichever
+//! side dialed. A joiner's connection is not one of them: a directory change
+//! while it presents its invite must not cut it.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,12 +23,19 @@ pub(crate) struct Gate(Arc<Inner>);
 
 struct Inner {
     dir: Arc<dyn Directory>,
+    /// Connections with members. Invariant: a connection is added under this
+    /// lock only after its peer was found a member under it, and removals
+    /// check membership under it too, so a removal cannot slip between the
+    /// check and the record.
     conns: Mutex<Vec<WeakConnectionHandle>>,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gate({} connections)", self.conns.lock().map_or(0, |c| c.len()))
+        match self.conns.try_lock() {
+            Ok(c) => write!(f, "Gate({} connections)", c.len()),
+            Err(_) => f.write_str("Gate(busy)"),
+        }
     }
 }
 
@@ -40,32 +49,41 @@ impl Gate {
 
     /// Closes every open connection with a peer that is no longer a member.
     pub fn close_non_members(&self) {
-        let mut conns = self.0.conns.lock().unwrap();
-        conns.retain(|w| {
-            let Some(c) = w.upgrade() else { return false };
-            if self.0.dir.role(&author_id(&c.remote_id())).is_some() {
-                return true;
-            }
+        let mut gone = Vec::new();
+        {
+            let mut conns = self.0.conns.lock().unwrap();
+            conns.retain(|w| {
+                let Some(c) = w.upgrade() else { return false };
+                if self.0.dir.role(&author_id(&c.remote_id())).is_some() {
+                    return true;
+                }
+                gone.push(c);
+                false
+            });
+        }
+        for c in gone {
             tracing::info!(peer = %author_id(&c.remote_id()).short(), "closing a removed peer's connection");
             c.close(VarInt::from_u32(sync::CODE_REFUSED), b"removed from the share");
-            false
-        });
+        }
     }
 }
 
 impl EndpointHooks for Gate {
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         let peer = author_id(&conn.remote_id());
-        if conn.alpn() == iroh_gossip::ALPN && self.0.dir.role(&peer).is_none() {
+        let mut conns = self.0.conns.lock().unwrap();
+        let member = self.0.dir.role(&peer).is_some();
+        if !member && conn.alpn() == iroh_gossip::ALPN {
             tracing::debug!(peer = %peer.short(), "refused a gossip link with a non-member");
             return AfterHandshakeOutcome::Reject {
                 error_code: VarInt::from_u32(sync::CODE_REFUSED),
                 reason: b"not a member of this share".to_vec(),
             };
         }
-        let mut conns = self.0.conns.lock().unwrap();
-        conns.retain(|w| w.upgrade().is_some());
-        conns.push(conn.weak_handle());
+        if member {
+            conns.retain(|w| w.upgrade().is_some());
+            conns.push(conn.weak_handle());
+        }
         AfterHandshakeOutcome::Accept
     }
 }

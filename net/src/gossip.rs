@@ -24,6 +24,9 @@ use crate::{Shared, author_id, endpoint_id, sync};
 /// a larger message is dropped silently and jams the link, so stay well below.
 const MAX_GOSSIP: usize = 4000;
 
+/// Below this many live gossip links, `meet` keeps trying members without one.
+const FEW_LINKS: usize = 3;
+
 /// The gossip handler, refusing while paused (the gate admits only members).
 #[derive(Debug, Clone)]
 pub(crate) struct Guarded {
@@ -183,20 +186,29 @@ async fn take(s: &Arc<Shared>, author: AuthorId, from: AuthorId, entry: Vec<u8>)
     }
 }
 
-/// Keeps the topic joined with members as they appear.
+/// Keeps the topic joined with members: new ones at once; and every 10 s,
+/// while this node has fewer than [`FEW_LINKS`] live links, those without one
+/// (a link refused because one side had not yet seen the other's admission
+/// is tried again, and a node whose neighbours left is never isolated). The
+/// gossip layer keeps a bounded set of neighbours, so a well-linked node does
+/// not churn it.
 async fn meet(s: Arc<Shared>, tx: GossipSender, _gossip: Gossip) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     let mut known = std::collections::HashSet::new();
+    let mut round = 0u32;
     loop {
         tick.tick().await;
-        let fresh: Vec<_> = s
-            .refresh_lookup()
+        round = round.wrapping_add(1);
+        let members = s.refresh_lookup();
+        let up = members.iter().filter(|id| s.peers.gossip_up(id)).count();
+        let retry = round % 5 == 0 && up < FEW_LINKS;
+        let ids: Vec<_> = members
             .into_iter()
-            .filter(|id| known.insert(*id))
+            .filter(|id| known.insert(*id) || (retry && !s.peers.gossip_up(id)))
             .filter_map(|id| endpoint_id(&id))
             .collect();
-        if !fresh.is_empty() {
-            let _ = tx.join_peers(fresh).await;
+        if !ids.is_empty() && !s.paused() {
+            let _ = tx.join_peers(ids).await;
         }
     }
 }

@@ -45,6 +45,11 @@ fn now_ms() -> u64 {
 const ONLINE: Duration = Duration::from_secs(60);
 
 impl Peers {
+    /// Is a gossip link with `id` up now?
+    pub fn gossip_up(&self, id: &AuthorId) -> bool {
+        self.0.lock().unwrap().get(id).is_some_and(|p| p.gossip_up)
+    }
+
     pub fn known(&self, id: &AuthorId) -> bool {
         self.0.lock().unwrap().contains_key(id)
     }

@@ -249,24 +249,25 @@ async fn all_interfaces_advertise_dialable_addresses() {
         );
     }
 
-    let lookup = iroh::address_lookup::MemoryLookup::new();
-    let dialer = net::endpoint::bind(rand::random(), "0.0.0.0:0".parse().unwrap(), &lookup, NoHooks)
-        .await
-        .unwrap();
     let key = iroh::PublicKey::from_bytes(&s.author().0).unwrap();
     for addr in &addrs {
+        // A fresh dialer per address: one that knew another path could use it.
+        let lookup = iroh::address_lookup::MemoryLookup::new();
+        let dialer = net::endpoint::bind(rand::random(), "0.0.0.0:0".parse().unwrap(), &lookup, NoHooks)
+            .await
+            .unwrap();
         let to = iroh::EndpointAddr::new(key).with_ip_addr(*addr);
         let conn = tokio::time::timeout(Duration::from_secs(5), dialer.connect(to, net::SYNC_ALPN))
             .await
             .unwrap_or_else(|_| panic!("no answer on {addr}"))
             .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
         conn.close(0u32.into(), b"bye");
+        dialer.close().await;
     }
-    dialer.close().await;
     a.shutdown().await;
 }
 
-/// The IPv4 addresses of this machine's interfaces that are up, loopback aside.
+/// The IPv4 addresses of this machine's interfaces that are up, loopback and link-local aside.
 fn interface_ipv4s() -> Vec<std::net::IpAddr> {
     let mut out = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -280,7 +281,8 @@ fn interface_ipv4s() -> Vec<std::net::IpAddr> {
             if up && !i.ifa_addr.is_null() && (*i.ifa_addr).sa_family as i32 == libc::AF_INET {
                 let sin = &*(i.ifa_addr as *const libc::sockaddr_in);
                 let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() {
+                // iroh leaves link-local out when there is a routable address.
+                if !ip.is_loopback() && !ip.is_link_local() {
                     out.push(ip.into());
                 }
             }
