@@ -5,6 +5,7 @@
 //! moves only the chunks around it and the rest dedup against what is stored.
 
 use std::io::Read;
+use std::ops::Range;
 
 use prost::Message;
 
@@ -39,6 +40,112 @@ pub fn chunk_reader(r: &mut dyn Read, mut each: impl FnMut(ChunkHash, &[u8]) -> 
         m.push(h, c.length as u32);
     }
     Ok(m)
+}
+
+/// A file's new content as an edit of `base`, chunked exactly as chunking the
+/// whole new content would chunk it, at a cost proportional to the change:
+/// chunks of `base` that lie wholly outside `changed` are reused, chunking
+/// restarts at the start of the first chunk a change touches, and it stops as
+/// soon as it cuts where `base` was cut, past the change. (A FastCDC cut depends
+/// only on the bytes since the previous cut, so from a shared cut on both
+/// chunkings agree.)
+///
+/// `len` is the new size. `changed` lists the byte ranges whose content may
+/// differ from `base` (any order, may overlap); every other byte below `len` is
+/// `base`'s, so bytes past `base.size()` count as changed whatever the caller
+/// says. `read(offset, buf)` reads the new content; `store` receives each new chunk.
+pub fn rechunk(
+    base: &Manifest,
+    len: u64,
+    changed: &[Range<u64>],
+    read: &mut dyn FnMut(u64, &mut [u8]) -> Result<usize>,
+    store: &mut dyn FnMut(ChunkHash, &[u8]) -> Result<()>,
+) -> Result<Manifest> {
+    let mut regions: Vec<Range<u64>> = changed
+        .iter()
+        .map(|r| r.start.min(len)..r.end.min(len))
+        .chain(std::iter::once(base.size().min(len)..len))
+        .filter(|r| r.start < r.end)
+        .collect();
+    regions.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(regions.len());
+    for r in regions {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    // The last chunk of `base` was cut by its end of file, not by its content:
+    // its end is a real cut only if the new content ends there too.
+    let real_cut = |end: u64| end < base.size() || end == len;
+    let mut out = Manifest::default();
+    let (mut pos, mut i, mut r) = (0u64, 0usize, 0usize);
+    while pos < len {
+        // Reuse base chunks that start here and end before the next change.
+        let next_change = merged.get(r).map_or(len, |g| g.start);
+        while i < base.chunks.len() {
+            let (h, start, n) = base.chunk_at(i);
+            let end = start + n;
+            if start != pos || end > len || end > next_change || !real_cut(end) {
+                break;
+            }
+            out.push(h, n as u32);
+            pos = end;
+            i += 1;
+        }
+        if pos >= len {
+            break;
+        }
+        // Chunk again from `pos` (a real cut) until a cut lands on a base cut
+        // past every change begun so far.
+        let mut src = ReadAt { read: &mut *read, pos, end: len };
+        for c in fastcdc::v2020::StreamCDC::new(&mut src, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+            let c = c.map_err(|e| Error::Io {
+                path: "<content>".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let h = hash(&c.data);
+            store(h, &c.data)?;
+            out.push(h, c.length as u32);
+            pos += c.length as u64;
+            while r < merged.len() && merged[r].end <= pos {
+                r += 1;
+            }
+            let inside = merged.get(r).is_some_and(|g| g.start < pos);
+            if !inside && pos < len && real_cut(pos) {
+                if let Ok(k) = base.ends.binary_search(&pos) {
+                    i = k + 1;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `Read` over new content given by offset, from `pos` to `end`.
+struct ReadAt<'a> {
+    read: &'a mut dyn FnMut(u64, &mut [u8]) -> Result<usize>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = (self.read)(self.pos, &mut buf[..want]).map_err(std::io::Error::other)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "content ended before its length",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]

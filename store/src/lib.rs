@@ -33,6 +33,6 @@ pub use identity::Identity;
 pub use ids::{AuthorId, ChunkHash, EntryId, ShareId};
 pub use ingest::Outcome;
 pub use membership::Role;
-pub use store::{Config, Frontier, Location, OpenReport, Store};
+pub use store::{Config, Frontier, Location, OpenReport, Store, Written};
 pub use traits::{KvStore, SyncStore};
 pub use watch::{Change, Gap};

@@ -32,6 +32,9 @@ pub struct Config {
     /// Check every entry against the share's membership (see `membership.rs`).
     /// Off for a bare store; the daemon turns it on.
     pub enforce_membership: bool,
+    /// redb's page cache. Its default (1 GiB) let a daemon's memory grow with
+    /// every byte written or read through it; the OS page cache does that job.
+    pub cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -41,8 +44,16 @@ impl Default for Config {
             orphan_ttl_ms: 24 * 3600 * 1000,
             tail_check: 64,
             enforce_membership: false,
+            cache_bytes: 32 << 20,
         }
     }
+}
+
+/// One entry a local write made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub id: EntryId,
+    pub hlc: Hlc,
 }
 
 /// Where the database lives.
@@ -78,10 +89,12 @@ pub struct Store {
     report: OpenReport,
 }
 
-fn open_db(loc: Location) -> Result<Database> {
+fn open_db(loc: Location, cfg: &Config) -> Result<Database> {
+    let mut b = Database::builder();
+    b.set_cache_size(cfg.cache_bytes);
     Ok(match loc {
-        Location::File(p) => Database::create(p)?,
-        Location::Memory => Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
+        Location::File(p) => b.create(p)?,
+        Location::Memory => b.create_with_backend(redb::backends::InMemoryBackend::new())?,
     })
 }
 
@@ -113,7 +126,7 @@ impl Store {
             },
         )?;
         let share = ShareId(e.id.0);
-        let db = open_db(loc)?;
+        let db = open_db(loc, &cfg)?;
         let txn = db.begin_write()?;
         {
             let mut t = Tables::open(&txn)?;
@@ -131,7 +144,7 @@ impl Store {
         if matches!(loc, Location::File(p) if p.exists()) {
             return Err(Error::StoreExists(loc_path(loc)));
         }
-        let db = open_db(loc)?;
+        let db = open_db(loc, &cfg)?;
         let txn = db.begin_write()?;
         Tables::open(&txn)?.meta.insert("share", share.0.as_slice())?;
         txn.commit()?;
@@ -144,7 +157,7 @@ impl Store {
         if !path.exists() {
             return Err(Error::NoShare(path.to_owned()));
         }
-        let db = Database::open(path)?;
+        let db = Database::builder().set_cache_size(cfg.cache_bytes).open(path)?;
         Self::finish_open(db, Location::File(path), me, cfg)
     }
 
@@ -215,13 +228,13 @@ impl Store {
     /// Writes `ops` as one entry, durable when this returns. The entry names
     /// every current head of every key it writes, so it merges them.
     pub fn write(&self, ops: Vec<Op>) -> Result<EntryId> {
-        Ok(self.write_batches(vec![ops], true)?[0])
+        Ok(self.write_batches(vec![ops], true)?[0].id)
     }
 
     /// Writes several entries in one transaction (a group commit). With
     /// `durable` false the commit is not synced: a crash may lose it, and a later
     /// durable commit makes it durable (redb orders commits).
-    pub fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
+    pub fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>> {
         let mut clock = self.clock.lock().unwrap();
         let mut txn = self.db.begin_write()?;
         if !durable {
@@ -240,13 +253,14 @@ impl Store {
                 for op in &ops {
                     parents.extend(t.heads_of(&op.key)?.into_iter().map(|h| h.entry));
                 }
+                let hlc = clock.tick();
                 let e = Entry::sign(
                     &self.me,
                     Draft {
                         share: Some(self.share),
                         seq: seq + 1,
                         prev,
-                        hlc: clock.tick(),
+                        hlc,
                         parents: parents.into_iter().collect(),
                         ops,
                     },
@@ -257,7 +271,7 @@ impl Store {
                     }
                 }
                 t.append(&e, &mut changes, true)?;
-                ids.push(e.id);
+                ids.push(Written { id: e.id, hlc });
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
             log_end = t.log_end()?;
@@ -325,6 +339,22 @@ impl Store {
         for row in t.range((key, &[0u8; 32])..=(key, &[0xffu8; 32]))? {
             let (k, v) = row?;
             out.push(Head::decode_record(EntryId(*k.value().1), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The heads of each of `keys`, read in one transaction (one snapshot).
+    pub fn heads_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Vec<Head>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut hs = Vec::new();
+            for row in t.range((key.as_slice(), &[0u8; 32])..=(key.as_slice(), &[0xffu8; 32]))? {
+                let (k, v) = row?;
+                hs.push(Head::decode_record(EntryId(*k.value().1), v.value()));
+            }
+            out.push(hs);
         }
         Ok(out)
     }
@@ -505,6 +535,26 @@ impl Store {
         };
         txn.commit()?;
         Ok(m)
+    }
+
+    /// Stores chunks made here (by [`content::rechunk`]), skipping those already
+    /// present. Not synced: the durable commit of the entry that names them is.
+    pub fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut t = txn.open_table(CHUNKS)?;
+            for (h, bytes) in chunks {
+                if t.get(&h.0)?.is_none() {
+                    t.insert(&h.0, bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Reads up to `buf.len()` bytes at `offset` of the content `m`, touching

@@ -11,9 +11,9 @@ use crate::content::Manifest;
 use crate::entry::Op;
 use crate::error::Result;
 use crate::head::Head;
-use crate::ids::{AuthorId, ChunkHash, EntryId, ShareId};
+use crate::ids::{AuthorId, ChunkHash, ShareId};
 use crate::ingest::Outcome;
-use crate::store::{Frontier, Store};
+use crate::store::{Frontier, Store, Written};
 use crate::watch::{Change, Gap};
 
 /// What the file system needs.
@@ -21,15 +21,19 @@ pub trait KvStore: Send + Sync {
     fn author(&self) -> AuthorId;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn heads(&self, key: &[u8]) -> Result<Vec<Head>>;
+    /// The heads of each key, from one snapshot.
+    fn heads_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Vec<Head>>>;
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>>;
     /// Each inner vec is one entry, applied atomically; see [`Store::write_batches`].
-    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>>;
+    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>>;
     /// Makes every earlier non-durable write durable.
     fn sync(&self) -> Result<()>;
     fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change>;
     fn put_content(&self, r: &mut dyn Read) -> Result<Manifest>;
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// Stores new chunks (not synced: the entry that names them is).
+    fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
 }
 
 /// What the network needs.
@@ -59,13 +63,16 @@ impl KvStore for Store {
     fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {
         Store::heads(self, key)
     }
+    fn heads_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Vec<Head>>> {
+        Store::heads_many(self, keys)
+    }
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Store::scan(self, prefix)
     }
     fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
         Store::scan_heads(self, prefix)
     }
-    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<EntryId>> {
+    fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>> {
         Store::write_batches(self, batches, durable)
     }
     fn sync(&self) -> Result<()> {
@@ -79,6 +86,9 @@ impl KvStore for Store {
     }
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize> {
         Store::read_content(self, m, offset, buf)
+    }
+    fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+        Store::put_chunks(self, chunks)
     }
 }
 

@@ -63,3 +63,86 @@ fn stored_content_dedups_and_reads_back_any_range() {
     fresh.put_chunk(&h, &bytes).unwrap();
     assert_eq!(fresh.missing_chunks(&[h]).unwrap(), vec![]);
 }
+
+/// The manifest chunking the whole of `data` gives.
+fn full(data: &[u8]) -> store::Manifest {
+    let mut m = store::Manifest::default();
+    for (h, _, len) in chunk_slice(data) {
+        m.push(h, len as u32);
+    }
+    m
+}
+
+/// Applies `edits` (write at offset / truncate to length) to `old` through
+/// `rechunk`, and returns (new content, manifest, bytes chunked again).
+fn edit(old: &[u8], edits: &[(u64, Vec<u8>, Option<u64>)]) -> (Vec<u8>, store::Manifest, u64) {
+    let base = full(old);
+    let mut new = old.to_vec();
+    let mut changed = Vec::new();
+    for (off, bytes, trunc) in edits {
+        if let Some(t) = trunc {
+            new.resize(*t as usize, 0);
+            changed.push(*t..u64::MAX);
+        }
+        let end = *off as usize + bytes.len();
+        if new.len() < end {
+            new.resize(end, 0);
+        }
+        new[*off as usize..end].copy_from_slice(bytes);
+        changed.push(*off..end as u64);
+    }
+    let mut stored = 0u64;
+    let m = store::content::rechunk(
+        &base,
+        new.len() as u64,
+        &changed,
+        &mut |off, buf| {
+            let off = off as usize;
+            let n = buf.len().min(new.len() - off);
+            buf[..n].copy_from_slice(&new[off..off + n]);
+            Ok(n)
+        },
+        &mut |_, b| {
+            stored += b.len() as u64;
+            Ok(())
+        },
+    )
+    .unwrap();
+    (new, m, stored)
+}
+
+#[test]
+fn rechunk_costs_the_change_and_chunks_as_a_full_pass_would() {
+    let old = random(8 << 20, 4);
+    // One byte in the middle: at most two chunks (<= 512 KiB) are chunked again.
+    let (new, m, stored) = edit(&old, &[(4 << 20, vec![0xAB], None)]);
+    assert_eq!(m, full(&new));
+    assert!(stored <= 512 << 10, "chunked {stored} bytes again for a 1-byte edit");
+    // An append: only the last chunk and the new bytes.
+    let (new, m, stored) = edit(&old, &[(old.len() as u64, b"appended line\n".to_vec(), None)]);
+    assert_eq!(m, full(&new));
+    assert!(stored <= (256 << 10) + 14, "chunked {stored} bytes again for an append");
+    // Truncate to 0 then write: all new.
+    let (new, m, _) = edit(&old, &[(0, random(100_000, 5), Some(0))]);
+    assert_eq!(m, full(&new));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn rechunk_matches_full_chunking(
+        len in 0usize..1_500_000,
+        seed in 0u64..1000,
+        edits in proptest::collection::vec((0u64..1_700_000, 0usize..300_000, proptest::option::weighted(0.2, 0u64..1_600_000)), 0..5),
+    ) {
+        let old = random(len, seed);
+        let edits: Vec<(u64, Vec<u8>, Option<u64>)> = edits
+            .into_iter()
+            .enumerate()
+            .map(|(i, (off, n, t))| (off, random(n, seed ^ (i as u64 + 1)), t))
+            .collect();
+        let (new, m, _) = edit(&old, &edits);
+        proptest::prop_assert_eq!(m.size(), new.len() as u64);
+        proptest::prop_assert_eq!(m, full(&new));
+    }
+}
