@@ -79,12 +79,12 @@ fn converged(ms: &[&Mount]) -> std::collections::BTreeMap<std::path::PathBuf, In
             Some(f[0].clone()?).filter(|first| f.iter().all(|x| x.as_ref() == Some(first)))
         };
         let mut tree = None;
-        if let Some(before) = same_entries() {
-            if let Some(first) = try_snapshot(ms[0]) {
-                if ms[1..].iter().all(|m| try_snapshot(m).as_ref() == Some(&first)) && same_entries() == Some(before) {
-                    tree = Some(first);
-                }
-            }
+        if let Some(before) = same_entries()
+            && let Some(first) = try_snapshot(ms[0])
+            && ms[1..].iter().all(|m| try_snapshot(m).as_ref() == Some(&first))
+            && same_entries() == Some(before)
+        {
+            tree = Some(first);
         }
         match (tree, agreed.take()) {
             (Some(now), Some(last)) if now == last => return now,

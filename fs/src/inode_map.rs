@@ -1,8 +1,8 @@
 //! Inode numbers are local to one mount: a u64 <-> node id BiMap, kept in a
 //! redb table beside the store so numbers stay the same across restarts.
 //!
-//! New numbers are written in batches ([`InodeMap::persist`], called by the
-//! group-commit timer and at unmount): after a crash, nodes created in the
+//! [`Inodes`] is the map (under the model's lock); [`InodeDb`] its file, written
+//! by the group commit outside that lock: after a crash, nodes numbered in the
 //! last window may get new numbers, which is harmless because the kernel
 //! forgot every number when the mount died.
 
@@ -19,17 +19,34 @@ const COUNTER: TableDefinition<&str, u64> = TableDefinition::new("inode_counter"
 
 pub const ROOT_INO: u64 = 1;
 
-pub struct InodeMap {
-    db: Database,
+pub struct Inodes {
     map: BiMap<u64, NodeId>,
     next: u64,
-    added: Vec<(NodeId, u64)>,
-    removed: Vec<NodeId>,
+    delta: Delta,
 }
 
-impl InodeMap {
-    pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(path)?;
+/// Changes not yet written to the file.
+#[derive(Default)]
+pub struct Delta {
+    added: Vec<(NodeId, u64)>,
+    removed: Vec<NodeId>,
+    next: u64,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+pub struct InodeDb {
+    db: Database,
+}
+
+impl InodeDb {
+    /// Opens (or creates) the map's file and reads the map.
+    pub fn open(path: &Path) -> Result<(InodeDb, Inodes), redb::Error> {
+        let db = Database::builder().set_cache_size(4 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(INODES)?;
         txn.open_table(COUNTER)?;
@@ -47,40 +64,19 @@ impl InodeMap {
             map.insert(ino, NodeId(*k.value()));
             next = next.max(ino + 1);
         }
-        Ok(InodeMap {
-            db,
-            map,
-            next,
-            added: Vec::new(),
-            removed: Vec::new(),
-        })
+        Ok((
+            InodeDb { db },
+            Inodes {
+                map,
+                next,
+                delta: Delta::default(),
+            },
+        ))
     }
 
-    /// The number of `id`, given one now if it has none.
-    pub fn ino(&mut self, id: NodeId) -> u64 {
-        if let Some(&ino) = self.map.get_by_right(&id) {
-            return ino;
-        }
-        let ino = self.next;
-        self.next += 1;
-        self.map.insert(ino, id);
-        self.added.push((id, ino));
-        ino
-    }
-
-    pub fn node(&self, ino: u64) -> Option<NodeId> {
-        self.map.get_by_left(&ino).copied()
-    }
-
-    pub fn remove(&mut self, id: NodeId) {
-        if id != NodeId::ROOT && self.map.remove_by_right(&id).is_some() {
-            self.removed.push(id);
-        }
-    }
-
-    /// Writes the changes since the last call; synced when `durable`.
-    pub fn persist(&mut self, durable: bool) -> Result<(), redb::Error> {
-        if self.added.is_empty() && self.removed.is_empty() && !durable {
+    /// Writes `d`; synced when `durable`.
+    pub fn write(&self, d: &Delta, durable: bool) -> Result<(), redb::Error> {
+        if d.is_empty() && !durable {
             return Ok(());
         }
         let mut txn = self.db.begin_write()?;
@@ -89,16 +85,78 @@ impl InodeMap {
         }
         {
             let mut t = txn.open_table(INODES)?;
-            for (id, ino) in self.added.drain(..) {
-                t.insert(&id.0, ino)?;
+            for (id, ino) in &d.added {
+                t.insert(&id.0, *ino)?;
             }
-            for id in self.removed.drain(..) {
+            for id in &d.removed {
                 t.remove(&id.0)?;
             }
         }
-        txn.open_table(COUNTER)?.insert("next", self.next)?;
+        if d.next > 0 {
+            txn.open_table(COUNTER)?.insert("next", d.next)?;
+        }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Every (number, node) in the file, for `check`.
+    pub fn read_all(&self) -> Result<Vec<(u64, NodeId)>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(INODES)?.iter()? {
+            let (k, v) = row?;
+            out.push((v.value(), NodeId(*k.value())));
+        }
+        Ok(out)
+    }
+}
+
+impl Inodes {
+    /// The number of `id`, given one now if it has none.
+    pub fn ino(&mut self, id: NodeId) -> u64 {
+        if let Some(&ino) = self.map.get_by_right(&id) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.map.insert(ino, id);
+        self.delta.added.push((id, ino));
+        ino
+    }
+
+    /// The number of `id` if it has one (the kernel may know it).
+    pub fn get(&self, id: NodeId) -> Option<u64> {
+        self.map.get_by_right(&id).copied()
+    }
+
+    pub fn node(&self, ino: u64) -> Option<NodeId> {
+        self.map.get_by_left(&ino).copied()
+    }
+
+    pub fn remove(&mut self, id: NodeId) {
+        if id != NodeId::ROOT && self.map.remove_by_right(&id).is_some() {
+            self.delta.added.retain(|(a, _)| *a != id);
+            self.delta.removed.push(id);
+        }
+    }
+
+    /// The changes since the last call, to write outside the lock.
+    pub fn take_delta(&mut self) -> Delta {
+        let mut d = std::mem::take(&mut self.delta);
+        d.next = self.next;
+        d
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, NodeId)> + '_ {
+        self.map.iter().map(|(i, n)| (*i, *n))
     }
 }
 
@@ -107,19 +165,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_survive_reopen() {
+    fn numbers_survive_reopen_and_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("local.redb");
+        let p = dir.path().join("inodes.redb");
         let (a, b) = (NodeId::random(), NodeId::random());
         let (ia, ib) = {
-            let mut m = InodeMap::open(&p).unwrap();
+            let (db, mut m) = InodeDb::open(&p).unwrap();
             let r = (m.ino(a), m.ino(b));
             m.remove(b);
-            m.persist(true).unwrap();
+            db.write(&m.take_delta(), true).unwrap();
             r
         };
         assert_ne!(ia, ib);
-        let mut m = InodeMap::open(&p).unwrap();
+        let (_db, mut m) = InodeDb::open(&p).unwrap();
         assert_eq!(m.node(ia), Some(a));
         assert_eq!(m.node(ib), None);
         assert_eq!(m.ino(a), ia);

@@ -1,31 +1,52 @@
-//! The Lattice file system: the node-id tree of DESIGN.md over a [`KvStore`],
-//! served through FUSE (fuser). Knows nothing of the network.
+//! The Lattice file system: the node-id tree of the design over a
+//! [`KvStore`], served through FUSE. Knows nothing of the network.
 //!
-//! Writes to an open file are buffered (see [`buffer`]) and committed as one
-//! entry on flush, fsync and release. Commits are not synced one by one: a
-//! group-commit timer makes them durable every [`GROUP_COMMIT`] (and `fsync`
-//! does so at once), so a daemon crash loses at most that window.
+//! Layers, top to bottom:
+//! - `adapter`: the fuser callbacks, mapping each onto one plain call below;
+//!   the only place that knows fuser;
+//! - `local` (operations), `commit` (the group commit), `follow` (changes
+//!   from peers), `check` (the view against the specification);
+//! - `model`: the state under one lock; `view` + `names`: the materialized
+//!   tree and its incremental rules; `pending`: local changes not yet in the
+//!   store; `files` + `buffer`: open files; `inode_map`;
+//! - `tree`: the specification, a pure function of the store.
+//!
+//! Every change, local or remote, reaches the view the same way: as new heads
+//! of some keys (a local op is a pending head until its entry is written),
+//! then one settle. What the mount shows is what `tree::build` gives for the
+//! store plus the pending ops; `mountctl check` verifies exactly that.
 
+mod adapter;
 pub mod buffer;
+mod check;
+mod commit;
+pub mod errno;
+mod files;
+mod follow;
 pub mod inode_map;
+mod inputs;
 mod local;
+pub mod model;
+pub mod names;
 pub mod node;
-mod ops;
 pub mod pending;
-mod remote;
-pub mod state;
 pub mod tree;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use store::KvStore;
+use store::{AuthorId, KvStore};
 
-use crate::inode_map::InodeMap;
-use crate::state::State;
+pub use adapter::LatticeFs;
+pub use model::Inval;
+
+use crate::inode_map::InodeDb;
+use crate::model::Model;
 
 /// Close-to-durable window: what `close` returned is synced within this.
 /// `LATTICE_GROUP_COMMIT_MS` changes it (tests stretch it so that only an
@@ -38,27 +59,52 @@ fn group_commit() -> Duration {
         .and_then(|v| v.parse().ok())
         .map_or(GROUP_COMMIT, Duration::from_millis)
 }
+
 /// How long the kernel may cache attributes and names.
 pub const TTL: Duration = Duration::from_secs(1);
 
-pub(crate) struct Inner {
+/// What every layer of the mount shares.
+pub(crate) struct Shared {
     pub store: Arc<dyn KvStore>,
-    pub state: Mutex<State>,
+    pub me: AuthorId,
+    pub state: Mutex<Model>,
+    /// The commit lock: held while the store is written and the view told, and
+    /// while remote changes are read and applied, so that the view never
+    /// applies an older read of a key over a newer one. Never taken while the
+    /// state lock is held.
+    pub commit: Mutex<()>,
+    pub inode_db: InodeDb,
     pub spill_dir: PathBuf,
-    pub unsynced: AtomicBool,
+    kicked: Mutex<bool>,
+    kick: Condvar,
     pub stop: AtomicBool,
-    /// Held from taking a window's ops to their write.
-    pub flush_order: Mutex<()>,
+    invals: Mutex<mpsc::Sender<Inval>>,
+    /// The error of the last failed group commit, while it keeps failing (it is
+    /// logged once, not every window).
+    pub failing: Mutex<Option<String>>,
 }
 
-/// The `fuser::Filesystem`. Give it to fuser; keep the [`FsHandle`].
-pub struct LatticeFs(pub(crate) Arc<Inner>);
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Model> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-/// What the daemon keeps: the group-commit timer and a clean shutdown.
-pub struct FsHandle {
-    inner: Arc<Inner>,
-    syncer: Option<JoinHandle<()>>,
-    remote: Option<JoinHandle<()>>,
+    /// Hands invalidations to the kernel-notifier thread.
+    pub fn send(&self, invals: Vec<Inval>) {
+        if invals.is_empty() {
+            return;
+        }
+        let tx = self.invals.lock().unwrap_or_else(|p| p.into_inner());
+        for i in invals {
+            let _ = tx.send(i);
+        }
+    }
+
+    /// Wakes the group commit.
+    pub fn kick(&self) {
+        *self.kicked.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.kick.notify_one();
+    }
 }
 
 #[derive(Debug)]
@@ -71,163 +117,117 @@ impl std::fmt::Display for OpenError {
 }
 impl std::error::Error for OpenError {}
 
-/// Loads the tree from `store`; `local_dir` holds the inode map and spill files.
+/// What the daemon keeps: the threads, and a clean shutdown.
+pub struct FsHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    invals: Option<mpsc::Receiver<Inval>>,
+    done: bool,
+}
+
+/// Loads the view from `store`; `local_dir` holds the inode map and spill files.
 pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsHandle), OpenError> {
-    let inodes = InodeMap::open(&local_dir.join("inodes.redb"))
+    let (inode_db, inodes) = InodeDb::open(&local_dir.join("inodes.redb"))
         .map_err(|e| OpenError(format!("cannot open the inode map in {}: {e}", local_dir.display())))?;
-    let state = State::load(store.as_ref(), inodes).map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
     let spill_dir = local_dir.join("spill");
     std::fs::create_dir_all(&spill_dir).map_err(|e| OpenError(format!("{}: {e}", spill_dir.display())))?;
-    let inner = Arc::new(Inner {
+    // Watch before loading, so that no change falls between the two.
+    let changes = store.watch(node::PREFIX);
+    let me = store.author();
+    let model = local::load(store.as_ref(), me, inodes).map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
         store,
-        state: Mutex::new(state),
+        me,
+        state: Mutex::new(model),
+        commit: Mutex::new(()),
+        inode_db,
         spill_dir,
-        unsynced: AtomicBool::new(false),
+        kicked: Mutex::new(false),
+        kick: Condvar::new(),
         stop: AtomicBool::new(false),
-        flush_order: Mutex::new(()),
+        invals: Mutex::new(tx),
+        failing: Mutex::new(None),
     });
-    let syncer = {
-        let inner = inner.clone();
-        std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || {
-                let mut ticks = 0u32;
-                let window = group_commit();
-                while !inner.stop.load(Ordering::Acquire) {
-                    // Short sleeps, so shutdown is prompt even with a long window.
-                    let t = std::time::Instant::now();
-                    while t.elapsed() < window && !inner.stop.load(Ordering::Acquire) {
-                        std::thread::sleep(window.min(GROUP_COMMIT));
-                    }
-                    ticks = ticks.wrapping_add(1);
-                    // Inode numbers only need to outlive a clean unmount (see
-                    // inode_map.rs), so they are synced about once a second.
-                    let _ = inner.flush_inner(ticks % 200 == 0);
-                }
-            })
-            .expect("spawn group-commit thread")
-    };
+    shared.kick();
+    let threads = vec![
+        {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name("group-commit".into())
+                .spawn(move || commit::run(s, group_commit()))
+                .map_err(|e| OpenError(format!("cannot start the group commit: {e}")))?
+        },
+        {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name("remote-changes".into())
+                .spawn(move || follow::run(s, changes))
+                .map_err(|e| OpenError(format!("cannot start the remote-change thread: {e}")))?
+        },
+    ];
     Ok((
-        LatticeFs(inner.clone()),
+        LatticeFs(shared.clone()),
         FsHandle {
-            inner,
-            syncer: Some(syncer),
-            remote: None,
+            shared,
+            threads,
+            invals: Some(rx),
+            done: false,
         },
     ))
 }
 
-impl Inner {
-    /// The group commit: writes every pending op as one entry (a few if there
-    /// are very many) and syncs. `fsync` calls it directly.
-    pub(crate) fn flush(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
-        self.flush_inner(sync_inodes)
-    }
-
-    fn flush_inner(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
-        // Windows are written in the order they were taken: a key written in two
-        // windows must end with the later value as the later entry.
-        let _order = self.flush_order.lock().unwrap();
-        self.flush_ordered(sync_inodes)
-    }
-
-    /// The group commit, for a caller that holds `flush_order`.
-    pub(crate) fn flush_ordered(&self, sync_inodes: bool) -> Result<(), fuser::Errno> {
-        let ops = {
-            let mut st = self.state.lock().unwrap();
-            if let Err(e) = st.inodes.persist(sync_inodes) {
-                tracing::error!("saving the inode map failed: {e}");
-            }
-            let ops = st.pending.take();
-            for op in &ops {
-                if let Some(node::KeyKind::Loc(id)) = node::parse_key(&op.key) {
-                    if let Some(n) = st.nodes.get_mut(&id) {
-                        n.pending_create = false;
-                    }
-                }
-            }
-            ops
-        };
-        if !ops.is_empty() {
-            tracing::debug!(ops = ops.len(), sync_inodes, "group commit");
-            let batches: Vec<Vec<store::Op>> = ops.chunks(4096).map(|c| c.to_vec()).collect();
-            if let Err(e) = self.store.write_batches(batches, false) {
-                // Nothing is lost: the ops go back in front of anything newer.
-                tracing::error!("group commit failed, will retry: {e}");
-                let mut st = self.state.lock().unwrap();
-                let newer = st.pending.take();
-                st.pending.queue(ops);
-                st.pending.queue(newer);
-                return Err(fuser::Errno::EIO);
-            }
-            self.unsynced.store(true, Ordering::Release);
-        }
-        if self.unsynced.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.store.sync() {
-                tracing::error!("group commit sync failed: {e}");
-                self.unsynced.store(true, Ordering::Release);
-                return Err(fuser::Errno::EIO);
-            }
-        }
-        Ok(())
-    }
-}
-
 impl FsHandle {
-    /// Commits every open file's pending writes and makes everything durable.
-    /// Call before unmounting.
-    pub fn shutdown(&mut self) {
-        let ids: Vec<_> = self.inner.state.lock().unwrap().open.keys().copied().collect();
-        for id in ids {
-            if let Err(e) = self.inner.commit(id) {
-                tracing::error!("commit at shutdown failed: {e:?}");
-            }
+    /// Commits everything the kernel released and every open file's writes,
+    /// makes it durable and stops the threads. Call after the kernel let go
+    /// of the mount. An error says what could not be committed.
+    pub fn shutdown(&mut self) -> Result<(), String> {
+        if self.done {
+            return Ok(());
         }
-        self.inner.stop.store(true, Ordering::Release);
-        if let Some(t) = self.syncer.take() {
+        self.done = true;
+        let r = self.shared.final_commit();
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.kick();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        if let Some(t) = self.remote.take() {
-            let _ = t.join();
-        }
-        self.inner.unsynced.store(true, Ordering::Release);
-        if self.inner.flush(true).is_err() {
-            tracing::error!("the last group commit failed; see the errors above");
-        }
-    }
-
-    /// Starts applying changes that peers make, invalidating the kernel's
-    /// caches through `notifier` (the mounted session's).
-    pub fn follow_remote(&mut self, notifier: fuser::Notifier) {
-        let inner = self.inner.clone();
-        self.remote = Some(
-            std::thread::Builder::new()
-                .name("remote-changes".into())
-                .spawn(move || remote::watch(inner, notifier))
-                .expect("spawn remote-changes thread"),
-        );
+        r
     }
 
     /// A cheap handle for readers of the mount's state (the control socket).
     pub fn view(&self) -> FsView {
-        FsView(self.inner.clone())
-    }
-}
-
-/// Read-only access to a mounted file system's state.
-#[derive(Clone)]
-pub struct FsView(Arc<Inner>);
-
-impl FsView {
-    pub fn conflicts(&self) -> Vec<(String, String)> {
-        self.0.state.lock().unwrap().conflicts()
+        FsView(self.shared.clone())
     }
 }
 
 impl Drop for FsHandle {
     fn drop(&mut self) {
-        if self.syncer.is_some() {
-            self.shutdown();
+        if let Err(e) = self.shutdown() {
+            tracing::error!("{e}");
         }
+    }
+}
+
+/// Read-only access to a mounted file system's state.
+#[derive(Clone)]
+pub struct FsView(Arc<Shared>);
+
+impl FsView {
+    /// Conflict copies shown now: (copy path, file path).
+    pub fn conflicts(&self) -> Vec<(String, String)> {
+        self.0.lock().view.conflicts()
+    }
+
+    /// Every difference between what the mount shows and what the store (plus
+    /// the changes not yet written) says it must show; empty when they agree.
+    pub fn check(&self) -> Vec<String> {
+        self.0.check()
+    }
+
+    /// How many nodes the view holds and has visited while settling.
+    pub fn stats(&self) -> (usize, u64) {
+        let m = self.0.lock();
+        (m.view.len(), m.view.visits())
     }
 }

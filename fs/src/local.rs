@@ -1,346 +1,651 @@
-//! Local operations on the model: what each FUSE call does to the tree, the
-//! open files and the pending changes. `ops.rs` maps the callbacks onto these.
+//! Local operations: what each file-system call does. A change is a store
+//! write in waiting: an op queued for the next group commit and shown at once
+//! through the view (the same path a peer's entry takes). No call holds the
+//! state lock across I/O: content is read and chunked outside it.
 
-use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use fuser::{Errno, INodeNo, RenameFlags, ReplyEntry, Request, TimeOrNow};
-use store::Op;
+use store::{AuthorId, KvStore, Manifest, Op};
 
-use crate::Inner;
-use crate::buffer::Buffer;
-use crate::node::{self, Attr, Kind, NodeId};
-use crate::ops::{R, check_name, eio, reply_entry};
-use crate::state::{self, Node, OpenBuffer, State, now_ns};
+use crate::buffer::FileBuf;
+use crate::errno::{Errno, R, eio};
+use crate::files::OpenFile;
+use crate::inode_map::Inodes;
+use crate::inputs;
+use crate::model::{self, Attrs, DirEntry, Handle, Model, attr_op, data_op, loc_op, now_ns};
+use crate::node::{self, Attr, Kind, Loc, NodeId};
+use crate::tree::NAME_MAX;
+use crate::view::View;
+use crate::{Inval, Shared};
 
-impl Inner {
-    /// Queues ops of node `id` for the next group commit. A node that a
-    /// concurrent edit kept alive after a delete gets its place back with them.
-    pub(crate) fn queue(st: &mut State, id: NodeId, ops: Vec<Op>) {
-        if st.nodes[&id].has_conflicts && ops.iter().any(|o| o.key == node::data_key(id)) {
-            // This write names every head of the content: the conflict is resolved.
-            st.drop_conflict_copies(id);
-        }
-        let n = st.nodes.get_mut(&id).expect("queued for a present node");
-        if n.loc_deleted {
-            n.loc_deleted = false;
-            let (parent, name) = (n.parent, n.name.clone());
-            st.pending.queue([state::loc_op(id, parent, &name)]);
-        }
-        st.pending.queue(ops);
+/// A time to set: now, or nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug)]
+pub enum Time {
+    Now,
+    At(i64),
+}
+
+/// What `setattr` changes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<Time>,
+}
+
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub frsize: u32,
+}
+
+pub fn check_name(name: &[u8]) -> R<&[u8]> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(Errno::EINVAL);
+    }
+    Ok(name)
+}
+
+fn user_xattr(name: &[u8]) -> R<&[u8]> {
+    if !name.starts_with(b"user.") {
+        return Err(Errno::ENOTSUP);
+    }
+    Ok(name)
+}
+
+/// Builds the model from the store: every node key, one settle.
+pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::Result<Model> {
+    let mut view = View::new();
+    for (key, heads) in inputs::scan(store)? {
+        inputs::set_key(&mut view, &key, &heads);
+    }
+    view.settle();
+    let mut m = Model::new(me, view, inodes);
+    if m.view.get(NodeId::ROOT).is_none_or(|r| r.attr.is_none()) {
+        // A new share: its root's attributes and time are written once, so
+        // every later mount (and every peer) shows the same.
+        m.queue(attr_op(NodeId::ROOT, &model::root_attr()));
+        m.queue(data_op(NodeId::ROOT, &Manifest::default(), now_ns(), rand::random()));
+        m.settle(true, &[]);
+    }
+    Ok(m)
+}
+
+impl Shared {
+    fn finish(&self, invals: Vec<Inval>) {
+        self.send(invals);
+        self.kick();
     }
 
-    /// Queues the delete of `id` (or forgets it, if it never reached the store).
-    pub(crate) fn queue_delete(st: &mut State, id: NodeId) {
-        let n = &st.nodes[&id];
-        let was_written = !n.pending_create;
-        let names: Vec<Vec<u8>> = n.xattrs.keys().cloned().collect();
-        let op = state::delete_op(id, n);
-        st.pending.forget_node(id, names.iter());
-        if was_written {
-            st.pending.queue([op]);
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> R<Attrs> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
         }
+        let mut m = self.lock();
+        let p = m.dir(parent)?;
+        let id = m.view.lookup(p, name).ok_or(Errno::ENOENT)?;
+        m.entry(id)
     }
 
-    pub(crate) fn node_id(st: &State, ino: INodeNo) -> R<NodeId> {
-        let id = st.id_of(ino).ok_or(Errno::ENOENT)?;
-        if st.nodes.contains_key(&id) {
-            Ok(id)
-        } else {
-            Err(Errno::ENOENT)
-        }
-    }
-
-    pub(crate) fn dir(st: &State, ino: INodeNo) -> R<NodeId> {
-        let id = Self::node_id(st, ino)?;
-        if st.nodes[&id].kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
-        }
-        Ok(id)
-    }
-
-    /// The open-file buffer of `id`, filled with its current content if new.
-    pub(crate) fn buffer(&self, st: &mut State, id: NodeId) -> R<Arc<OpenBuffer>> {
-        let o = st.open.entry(id).or_default();
-        if let Some(b) = &o.buf {
-            return Ok(b.clone());
-        }
-        let m = st.nodes.get(&id).ok_or(Errno::ENOENT)?.manifest.clone();
-        let mut buf = Buffer::new();
-        let mut off = 0u64;
-        let mut chunk = vec![0u8; 1 << 20];
-        while off < m.size() {
-            let n = self.store.read_content(&m, off, &mut chunk).map_err(eio)?;
-            if n == 0 {
-                break;
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut m = self.lock();
+        let Some(id) = m.inodes.node(ino) else { return };
+        if let Some(c) = m.lookups.get_mut(&id) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                m.lookups.remove(&id);
+                m.reap(id);
             }
-            buf.write_at(off, &chunk[..n], &self.spill_dir).map_err(eio)?;
-            off += n as u64;
         }
-        let b = OpenBuffer::new(buf, false);
-        st.open.get_mut(&id).expect("inserted above").buf = Some(b.clone());
-        Ok(b)
     }
 
-    /// Commits `id`'s buffered writes as one entry (content, mtime, and place
-    /// and attributes if it was never committed). Lock order: buffer, then state.
-    pub(crate) fn commit(&self, id: NodeId) -> R<()> {
-        let Some(b) = self.state.lock().unwrap().open.get(&id).and_then(|o| o.buf.clone()) else {
-            return Ok(());
-        };
-        let mut d = b.content.lock().unwrap();
-        if !d.dirty {
-            return Ok(());
-        }
-        let manifest = self.store.put_content(&mut d.buf.reader().map_err(eio)?).map_err(eio)?;
-        d.dirty = false;
-        let mut st = self.state.lock().unwrap();
-        let Some(n) = st.nodes.get_mut(&id) else { return Ok(()) };
-        if n.unlinked {
-            return Ok(());
-        }
-        if let Some(t) = b.mtime() {
-            n.mtime_ns = t;
-        }
-        n.manifest = Arc::new(manifest);
-        let op = n.data_op(id);
-        Self::queue(&mut st, id, vec![op]);
-        Ok(())
+    pub fn getattr(&self, ino: u64) -> R<Attrs> {
+        let mut m = self.lock();
+        let id = m.id(ino)?;
+        m.attrs(id).ok_or(Errno::ENOENT)
     }
 
-    /// A new node under `parent`, not yet inserted (callers hold the state lock).
-    pub(crate) fn new_node(
-        st: &State,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
+    pub fn readlink(&self, ino: u64) -> R<Vec<u8>> {
+        let m = self.lock();
+        let id = m.id(ino)?;
+        match m.view.get(id).and_then(|r| r.attr.as_ref()) {
+            Some(a) if a.kind() == Kind::Symlink => Ok(a.target.clone()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// A new node (mknod, mkdir, symlink, create). Returns it, looked up once.
+    fn make_locked(
+        &self,
+        m: &mut Model,
+        parent: u64,
+        name: &[u8],
         kind: Kind,
         mode: u32,
         target: &[u8],
-    ) -> R<(NodeId, Node)> {
+        owner: (u32, u32),
+    ) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
         let name = check_name(name)?;
-        let p = Self::dir(st, parent)?;
-        if st.nodes[&p].unlinked {
-            return Err(Errno::ENOENT);
-        }
-        if st.nodes[&p].children.contains_key(name) {
+        let p = m.dir(parent)?;
+        if m.view.lookup(p, name).is_some() {
             return Err(Errno::EEXIST);
         }
+        let id = NodeId::random();
         let attr = Attr {
             kind: kind as u32,
             mode: mode & 0o7777,
-            uid: req.uid(),
-            gid: req.gid(),
+            uid: owner.0,
+            gid: owner.1,
             target: target.to_vec(),
         };
-        Ok((NodeId::random(), Node::new(kind, p, name, attr)))
+        let loc = Loc {
+            parent: p.0.to_vec(),
+            name: name.to_vec(),
+            deleted: false,
+            seen_data: vec![],
+        };
+        let version = rand::random();
+        m.queue(loc_op(id, &loc));
+        m.queue(attr_op(id, &attr));
+        m.queue(data_op(id, &Manifest::default(), now_ns(), version));
+        m.unwritten.insert(id);
+        let invals = m.settle(true, &[(p, name)]);
+        let a = m.entry(id)?;
+        Ok((id, a, invals, version))
     }
 
-    /// mknod, mkdir, symlink: a new node, queued, and told to the kernel.
-    pub(crate) fn make(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        kind: Kind,
-        mode: u32,
-        target: &[u8],
-        reply: ReplyEntry,
-    ) {
-        let mut st = self.state.lock().unwrap();
-        match Self::new_node(&st, req, parent, name, kind, mode, target) {
-            Ok((id, n)) => {
-                self.insert(&mut st, id, n);
-                reply_entry(&mut st, id, reply)
-            }
-            Err(e) => reply.error(e),
-        }
+    pub fn make(&self, parent: u64, name: &[u8], kind: Kind, mode: u32, target: &[u8], owner: (u32, u32)) -> R<Attrs> {
+        let mut m = self.lock();
+        let (_, a, invals, _) = self.make_locked(&mut m, parent, name, kind, mode, target, owner)?;
+        drop(m);
+        self.finish(invals);
+        Ok(a)
     }
 
-    /// Adds a node to the model (after its entry, if any, was written).
-    pub(crate) fn insert(&self, st: &mut State, id: NodeId, mut n: Node) {
-        let (p, name) = (n.parent, n.name.clone());
-        let ops = n.create_ops(id);
-        st.pending.queue(ops);
-        n.pending_create = true;
-        st.nodes.insert(id, n);
-        st.nodes.get_mut(&p).expect("parent checked").children.insert(name, id);
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32)) -> R<(Attrs, u64)> {
+        let mut m = self.lock();
+        let (id, a, invals, version) = self.make_locked(&mut m, parent, name, Kind::File, mode, b"", owner)?;
+        let mut of = OpenFile::new();
+        of.handles = 1;
+        *of.cell.buf.lock().unwrap() = Some(FileBuf::new(Arc::new(Manifest::default()), version));
+        m.open.insert(id, of);
+        let fh = m.new_fh(Handle::File(id));
+        drop(m);
+        self.finish(invals);
+        Ok((a, fh))
     }
 
-    pub(crate) fn remove(&self, parent: INodeNo, name: &OsStr, want_dir: bool) -> R<()> {
+    pub fn remove(&self, parent: u64, name: &[u8], want_dir: bool) -> R<()> {
         let name = check_name(name)?;
-        let mut st = self.state.lock().unwrap();
-        let p = Self::dir(&st, parent)?;
-        let id = *st.nodes[&p].children.get(name).ok_or(Errno::ENOENT)?;
-        let n = &st.nodes[&id];
-        match (want_dir, n.kind == Kind::Dir) {
+        let mut m = self.lock();
+        let p = m.dir(parent)?;
+        let id = m.view.lookup(p, name).ok_or(Errno::ENOENT)?;
+        if let Some(c) = m.view.copy(id) {
+            if want_dir {
+                return Err(Errno::ENOTDIR);
+            }
+            // Deleting a copy keeps the file as shown: a version that merges
+            // every head, so the copies go on every peer.
+            let of = c.copy.of;
+            drop(m);
+            return self.merge_content(of);
+        }
+        let is_dir = m.kind(id) == Some(Kind::Dir);
+        match (want_dir, is_dir) {
             (true, false) => return Err(Errno::ENOTDIR),
             (false, true) => return Err(Errno::EISDIR),
-            (true, true) if !n.children.is_empty() => return Err(Errno::ENOTEMPTY),
+            (true, true) if m.view.has_children(id) => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
-        if let Some(of) = st.nodes[&id].conflict_of {
-            // Deleting a copy keeps the winner: a new version of the file that
-            // merges every head, so the copies go on every peer.
-            if let Some(n) = st.nodes.get_mut(&of) {
-                let op = n.data_op(of);
-                Self::queue(&mut st, of, vec![op]);
-            }
-            st.drop_node(id);
-            return Ok(());
-        }
-        Self::queue_delete(&mut st, id);
-        st.drop_node(id);
+        m.delete(id);
+        let invals = m.settle(true, &[(p, name)]);
+        drop(m);
+        self.finish(invals);
         Ok(())
     }
 
-    pub(crate) fn rename(
-        &self,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-    ) -> R<()> {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            return Err(Errno::EINVAL);
-        }
+    pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], noreplace: bool) -> R<()> {
         let (name, newname) = (check_name(name)?, check_name(newname)?);
-        let mut st = self.state.lock().unwrap();
-        let (p, np) = (Self::dir(&st, parent)?, Self::dir(&st, newparent)?);
-        let id = *st.nodes[&p].children.get(name).ok_or(Errno::ENOENT)?;
-        if st.nodes[&id].conflict_of.is_some() {
+        let mut m = self.lock();
+        let (p, np) = (m.dir(parent)?, m.dir(newparent)?);
+        let id = m.view.lookup(p, name).ok_or(Errno::ENOENT)?;
+        if m.view.copy(id).is_some() {
             // A copy is a view, not a file: `mv` then copies it and deletes it.
             return Err(Errno::EXDEV);
         }
-        let is_dir = st.nodes[&id].kind == Kind::Dir;
-        if is_dir && st.is_within(np, id) {
+        let is_dir = m.kind(id) == Some(Kind::Dir);
+        if is_dir && m.view.is_within(np, id) {
             return Err(Errno::EINVAL);
         }
-        let target = st.nodes[&np].children.get(newname).copied();
-        if let Some(t) = target {
+        if let Some(t) = m.view.lookup(np, newname) {
             if t == id {
                 return Ok(());
             }
-            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            if noreplace {
                 return Err(Errno::EEXIST);
             }
-            let tn = &st.nodes[&t];
-            match (is_dir, tn.kind == Kind::Dir) {
+            if m.view.copy(t).is_some() {
+                // Conflict copies are read-only; delete the copy first.
+                return Err(Errno::EPERM);
+            }
+            match (is_dir, m.kind(t) == Some(Kind::Dir)) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !tn.children.is_empty() => return Err(Errno::ENOTEMPTY),
+                (true, true) if m.view.has_children(t) => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
-            Self::queue_delete(&mut st, t);
-            st.drop_node(t);
+            m.delete(t);
         }
-        let n = st.nodes.get_mut(&id).expect("looked up");
-        n.parent = np;
-        n.name = newname.to_vec();
-        Self::queue(&mut st, id, vec![state::loc_op(id, np, newname)]);
-        st.nodes.get_mut(&p).expect("dir").children.remove(name);
-        st.nodes
-            .get_mut(&np)
-            .expect("dir")
-            .children
-            .insert(newname.to_vec(), id);
+        let loc = Loc {
+            parent: np.0.to_vec(),
+            name: newname.to_vec(),
+            deleted: false,
+            seen_data: vec![],
+        };
+        m.queue(loc_op(id, &loc));
+        let invals = m.settle(true, &[(p, name), (np, newname)]);
+        drop(m);
+        self.finish(invals);
         Ok(())
     }
 
-    pub(crate) fn setattr(
-        &self,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<TimeOrNow>,
-    ) -> R<()> {
-        let id = Self::node_id(&self.state.lock().unwrap(), ino)?;
-        if self
-            .state
-            .lock()
-            .unwrap()
-            .nodes
-            .get(&id)
-            .is_none_or(|n| n.conflict_of.is_some())
-        {
-            return Err(Errno::EPERM);
-        }
-        if let Some(size) = size {
-            let mut st = self.state.lock().unwrap();
-            if st.nodes.get(&id).is_none_or(|n| n.kind != Kind::File) {
+    pub fn setattr(&self, ino: u64, s: SetAttr) -> R<Attrs> {
+        let id = {
+            let m = self.lock();
+            let id = m.id(ino)?;
+            if m.view.copy(id).is_some() {
+                return Err(Errno::EPERM);
+            }
+            id
+        };
+        let kind = self.lock().kind(id).ok_or(Errno::ENOENT)?;
+        if let Some(size) = s.size {
+            if kind != Kind::File {
                 return Err(Errno::EISDIR);
             }
-            let open = st.open.get(&id).is_some_and(|o| o.handles > 0);
-            let b = self.buffer(&mut st, id)?;
-            drop(st);
-            {
-                let mut d = b.content.lock().unwrap();
-                d.buf.set_len(size, &self.spill_dir).map_err(eio)?;
-                d.dirty = true;
-                b.changed(&d);
-            }
-            if !open {
-                // Not open: a truncate(2) is its own change, committed now.
-                self.commit(id)?;
-                let mut st = self.state.lock().unwrap();
-                if st.open.get(&id).is_some_and(|o| o.handles == 0) {
-                    st.open.remove(&id);
-                }
-            }
+            self.change_file(id, |b| b.set_len(size).map_err(eio))?;
         }
-        let mut st = self.state.lock().unwrap();
-        let n = st.nodes.get_mut(&id).ok_or(Errno::ENOENT)?;
-        let mut ops = Vec::new();
-        if mode.is_some() || uid.is_some() || gid.is_some() {
-            if let Some(m) = mode {
-                n.attr.mode = m & 0o7777;
+        if s.mode.is_some() || s.uid.is_some() || s.gid.is_some() {
+            let mut m = self.lock();
+            let mut a = m
+                .view
+                .get(id)
+                .and_then(|r| r.attr.clone())
+                .unwrap_or_else(model::root_attr);
+            if let Some(mode) = s.mode {
+                a.mode = mode & 0o7777;
             }
-            if let Some(u) = uid {
-                n.attr.uid = u;
+            if let Some(u) = s.uid {
+                a.uid = u;
             }
-            if let Some(g) = gid {
-                n.attr.gid = g;
+            if let Some(g) = s.gid {
+                a.gid = g;
             }
-            ops.push(state::attr_op(id, &n.attr));
+            m.restore_place(id, false);
+            m.queue(attr_op(id, &a));
+            let invals = m.settle(true, &[]);
+            drop(m);
+            self.finish(invals);
         }
-        if let Some(t) = mtime {
+        if let Some(t) = s.mtime {
             let t = match t {
-                TimeOrNow::Now => now_ns(),
-                TimeOrNow::SpecificTime(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
-                    Ok(d) => d.as_nanos() as i64,
-                    Err(e) => -(e.duration().as_nanos() as i64),
-                },
+                Time::Now => now_ns(),
+                Time::At(t) => t,
             };
-            n.mtime_ns = t;
-            ops.push(n.data_op(id));
-            if let Some(b) = st.open.get(&id).and_then(|o| o.buf.as_ref()) {
-                b.mtime.store(t, std::sync::atomic::Ordering::Release);
+            if kind == Kind::File {
+                self.change_file(id, |b| {
+                    b.mtime = Some(t);
+                    b.dirty = true;
+                    Ok(())
+                })?;
+            } else {
+                // Directories and symlinks have no content to read: just the time.
+                let mut m = self.lock();
+                m.restore_place(id, false);
+                m.queue(data_op(id, &Manifest::default(), t, rand::random()));
+                let invals = m.settle(true, &[]);
+                drop(m);
+                self.finish(invals);
             }
         }
-        if !ops.is_empty() {
-            Self::queue(&mut st, id, ops);
+        self.getattr(ino)
+    }
+
+    /// Changes a file's buffer; a file no handle has open is committed at once
+    /// (a `truncate(2)` or `utimes(2)` is its own change).
+    fn change_file(&self, id: NodeId, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
+        let (cell, transient) = {
+            let mut m = self.lock();
+            let of = m.open.entry(id).or_default();
+            (of.cell.clone(), of.handles == 0)
+        };
+        let r = {
+            let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
+            let r = self.loaded(id, &mut g).and_then(|b| {
+                f(b)?;
+                cell.publish(b);
+                Ok(())
+            });
+            if r.is_ok()
+                && let Some(b) = g.as_mut()
+                && b.mtime.is_none()
+            {
+                b.mtime = Some(now_ns());
+                cell.publish(b);
+            }
+            r
+        };
+        let r = r.and_then(|()| if transient { self.commit(id) } else { Ok(()) });
+        if transient {
+            let mut m = self.lock();
+            if m.open.get(&id).is_some_and(|o| o.handles == 0 && !o.cell.is_dirty()) {
+                m.open.remove(&id);
+                m.reap(id);
+            }
+        }
+        r
+    }
+
+    /// The buffer of `id`, its base loaded on first use.
+    fn loaded<'a>(&self, id: NodeId, g: &'a mut Option<FileBuf>) -> R<&'a mut FileBuf> {
+        if g.is_none() {
+            let (v, m) = self.current_content(id)?;
+            *g = Some(FileBuf::new(m, v));
+        }
+        Ok(g.as_mut().expect("loaded"))
+    }
+
+    /// The content (version, manifest) a reader of `id` sees now: a pending
+    /// write's, else the shown head's from the store.
+    pub(crate) fn current_content(&self, id: NodeId) -> R<(u64, Arc<Manifest>)> {
+        let (key, version) = {
+            let m = self.lock();
+            if let Some(c) = m.view.copy(id) {
+                (node::data_key(c.copy.of), Some(c.copy.head.version))
+            } else {
+                if let Some(p) = m.pending_content(id) {
+                    return Ok(p);
+                }
+                let v = m.view.get(id).ok_or(Errno::ENOENT)?.data_winner().map(|d| d.version);
+                (node::data_key(id), v)
+            }
+        };
+        let Some(version) = version else {
+            return Ok((0, Arc::new(Manifest::default())));
+        };
+        let heads = self.store.heads(&key).map_err(eio)?;
+        let decoded: Vec<(u64, Manifest)> = heads
+            .iter()
+            .filter_map(|h| inputs::decode_data(h.value.as_ref()?))
+            .map(|(d, m)| (d.version, m))
+            .collect();
+        // The store may be ahead of the view (a peer's write not applied yet):
+        // then its newest version is the one to read.
+        let pick = decoded
+            .iter()
+            .find(|(v, _)| *v == version)
+            .or_else(|| decoded.last())
+            .ok_or_else(|| eio(format!("no content for node {id:?}")))?;
+        Ok((pick.0, Arc::new(pick.1.clone())))
+    }
+
+    pub fn open(&self, ino: u64, write: bool) -> R<u64> {
+        let mut m = self.lock();
+        let id = m.id(ino)?;
+        if m.view.copy(id).is_some() {
+            if write {
+                return Err(Errno::EROFS);
+            }
+        } else if m.kind(id) == Some(Kind::Dir) {
+            return Err(Errno::EISDIR);
+        }
+        m.open.entry(id).or_default().handles += 1;
+        Ok(m.new_fh(Handle::File(id)))
+    }
+
+    pub fn read(&self, ino: u64, off: u64, size: u32) -> R<Vec<u8>> {
+        let (id, cell, cached) = {
+            let m = self.lock();
+            let id = m.id(ino)?;
+            let version = m.content_version(id);
+            let of = m.open.get(&id);
+            let cached = of
+                .and_then(|o| o.read_cache.clone())
+                .filter(|(v, _)| Some(*v) == version);
+            (id, of.map(|o| o.cell.clone()), cached)
+        };
+        let mut buf = vec![0u8; size as usize];
+        if let Some(cell) = cell.filter(|c| c.is_dirty()) {
+            let g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = g.as_ref().filter(|b| b.dirty) {
+                let n = b.read_at(off, &mut buf, self.store.as_ref()).map_err(eio)?;
+                buf.truncate(n);
+                return Ok(buf);
+            }
+        }
+        let manifest = match cached {
+            Some((_, man)) => man,
+            None => {
+                let (v, man) = self.current_content(id)?;
+                if let Some(of) = self.lock().open.get_mut(&id) {
+                    of.read_cache = Some((v, man.clone()));
+                }
+                man
+            }
+        };
+        let n = self.store.read_content(&manifest, off, &mut buf).map_err(eio)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> R<u32> {
+        let (id, cell) = {
+            let mut m = self.lock();
+            let id = m.id(ino)?;
+            if m.view.copy(id).is_some() {
+                return Err(Errno::EROFS);
+            }
+            (id, m.open.entry(id).or_default().cell.clone())
+        };
+        let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let b = self.loaded(id, &mut g)?;
+        b.write_at(off, data, &self.spill_dir).map_err(eio)?;
+        b.mtime = Some(now_ns());
+        cell.publish(b);
+        Ok(data.len() as u32)
+    }
+
+    /// Commits `id`'s buffered changes as a new content version (queued for
+    /// the next group commit, shown at once). Lock order: buffer, then state.
+    pub(crate) fn commit(&self, id: NodeId) -> R<()> {
+        let Some(cell) = self.lock().open.get(&id).map(|o| o.cell.clone()) else {
+            return Ok(());
+        };
+        let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(b) = g.as_mut() else { return Ok(()) };
+        if !b.dirty {
+            return Ok(());
+        }
+        let manifest = Arc::new(b.manifest(self.store.as_ref()).map_err(eio)?);
+        let mtime = b.mtime.unwrap_or_else(now_ns);
+        let version: u64 = rand::random();
+        let invals = {
+            let mut m = self.lock();
+            let gone = m.open.get(&id).is_none_or(|o| o.unlinked_here) || m.view.get(id).is_none();
+            if gone {
+                // Deleted here while open: its writes go with it.
+                Vec::new()
+            } else {
+                // A delete from a peer loses to this write (edit beats delete).
+                m.restore_place(id, true);
+                m.queue(data_op(id, &manifest, mtime, version));
+                if let Some(of) = m.open.get_mut(&id) {
+                    of.read_cache = Some((version, manifest.clone()));
+                }
+                m.settle(true, &[])
+            }
+        };
+        b.committed(manifest, version);
+        cell.publish(b);
+        drop(g);
+        self.finish(invals);
+        Ok(())
+    }
+
+    /// Writes a file's shown content again as a version that merges every
+    /// head of it (resolves its conflict copies everywhere).
+    fn merge_content(&self, id: NodeId) -> R<()> {
+        let (_, manifest) = self.current_content(id)?;
+        let mut m = self.lock();
+        let mtime = m
+            .view
+            .get(id)
+            .and_then(|r| r.data_winner())
+            .map_or_else(now_ns, |d| d.mtime_ns);
+        m.queue(data_op(id, &manifest, mtime, rand::random()));
+        let invals = m.settle(true, &[]);
+        drop(m);
+        self.finish(invals);
+        Ok(())
+    }
+
+    pub fn flush(&self, ino: u64) -> R<()> {
+        let id = self.lock().inodes.node(ino);
+        id.map_or(Ok(()), |id| self.commit(id))
+    }
+
+    pub fn release(&self, fh: u64) -> R<()> {
+        let h = self.lock().handles.remove(&fh);
+        let Some(Handle::File(id)) = h else { return Ok(()) };
+        let r = self.commit(id);
+        let mut m = self.lock();
+        if let Some(o) = m.open.get_mut(&id) {
+            o.handles = o.handles.saturating_sub(1);
+            // A buffer whose commit failed stays, so that shutdown tries again.
+            if o.handles == 0 && !o.cell.is_dirty() {
+                m.open.remove(&id);
+                m.reap(id);
+            }
+        }
+        r
+    }
+
+    /// Durable when this returns: the file's buffer and every pending change.
+    pub fn fsync(&self, ino: u64) -> R<()> {
+        self.flush(ino)?;
+        self.flush_now(true)
+    }
+
+    pub fn opendir(&self, ino: u64) -> R<u64> {
+        let mut m = self.lock();
+        let id = m.id(ino)?;
+        if m.kind(id) != Some(Kind::Dir) {
+            return Err(Errno::ENOTDIR);
+        }
+        let list = m.listing(id);
+        Ok(m.new_fh(Handle::Dir(list)))
+    }
+
+    /// Entries of an open directory from `offset` on, each with the offset of the next.
+    pub fn readdir(&self, fh: u64, offset: u64, mut each: impl FnMut(&DirEntry, u64) -> bool) -> R<()> {
+        let m = self.lock();
+        let Some(Handle::Dir(list)) = m.handles.get(&fh) else {
+            return Err(Errno::EBADF);
+        };
+        for (i, e) in list.iter().enumerate().skip(offset as usize) {
+            if each(e, i as u64 + 1) {
+                break;
+            }
         }
         Ok(())
     }
 
-    pub(crate) fn release_file(&self, id: NodeId) -> R<()> {
-        let r = self.commit(id);
-        let mut st = self.state.lock().unwrap();
-        let last = match st.open.get_mut(&id) {
-            Some(o) => {
-                o.handles = o.handles.saturating_sub(1);
-                o.handles == 0
-            }
-            None => false,
-        };
-        if last {
-            st.open.remove(&id);
-            st.reap(id);
+    pub fn releasedir(&self, fh: u64) {
+        self.lock().handles.remove(&fh);
+    }
+
+    pub fn statfs(&self) -> R<StatFs> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.spill_dir.as_os_str().as_bytes()).map_err(eio)?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+            return Err(eio(std::io::Error::last_os_error()));
         }
-        r
+        let files = self.lock().view.len() as u64;
+        Ok(StatFs {
+            blocks: s.f_blocks,
+            bfree: s.f_bfree,
+            bavail: s.f_bavail,
+            files,
+            ffree: s.f_ffree,
+            bsize: s.f_bsize as u32,
+            frsize: s.f_frsize as u32,
+        })
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], create: bool, replace: bool) -> R<()> {
+        let name = user_xattr(name)?;
+        let mut m = self.lock();
+        let id = m.id(ino)?;
+        if m.view.copy(id).is_some() {
+            return Err(Errno::EPERM);
+        }
+        let exists = m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name));
+        if create && exists {
+            return Err(Errno::EEXIST);
+        }
+        if replace && !exists {
+            return Err(Errno::ENODATA);
+        }
+        m.restore_place(id, false);
+        m.queue(Op::put(node::xattr_key(id, name), value.to_vec()));
+        let invals = m.settle(true, &[]);
+        drop(m);
+        self.finish(invals);
+        Ok(())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> R<Vec<u8>> {
+        let m = self.lock();
+        let id = m.id(ino)?;
+        m.view
+            .get(id)
+            .and_then(|r| r.xattrs.get(name).cloned())
+            .ok_or(Errno::ENODATA)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> R<Vec<u8>> {
+        let m = self.lock();
+        let id = m.id(ino)?;
+        let mut list = Vec::new();
+        for k in m.view.get(id).into_iter().flat_map(|r| r.xattrs.keys()) {
+            list.extend_from_slice(k);
+            list.push(0);
+        }
+        Ok(list)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> R<()> {
+        let name = user_xattr(name).map_err(|_| Errno::ENODATA)?;
+        let mut m = self.lock();
+        let id = m.id(ino)?;
+        if !m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name)) {
+            return Err(Errno::ENODATA);
+        }
+        m.restore_place(id, false);
+        m.queue(Op::delete(node::xattr_key(id, name)));
+        let invals = m.settle(true, &[]);
+        drop(m);
+        self.finish(invals);
+        Ok(())
     }
 }

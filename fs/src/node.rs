@@ -101,7 +101,7 @@ pub enum Kind {
     Symlink = 3,
 }
 
-#[derive(Clone, PartialEq, Message)]
+#[derive(Clone, PartialEq, Eq, Message)]
 pub struct Loc {
     #[prost(bytes = "vec", tag = "1")]
     pub parent: Vec<u8>,

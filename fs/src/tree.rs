@@ -1,19 +1,29 @@
 //! The tree a mount shows: a deterministic function of the store's state.
 //!
-//! Peers holding the same entries compute byte-identical trees. The rules,
-//! applied in this order:
+//! This is the specification. The mount keeps its result as a materialized
+//! view updated by incremental rules (`view.rs`); `mountctl check` and the
+//! tests compare that view with [`build`] over the store. Peers holding the
+//! same entries compute byte-identical trees. The rules, applied in this order:
 //!
-//! 1. A node's place is its `l` winner (highest HLC, then author, then entry).
+//! 1. A node's place is its `l` winner, by [`rank`]: highest HLC, then author,
+//!    then entry, then node id (one entry can move several nodes).
 //! 2. A node is present when that place is not deleted; a deleted file is
 //!    present anyway when one of its `d` heads was not seen by the delete (an
 //!    edit concurrent with the delete wins); a deleted directory is present
 //!    while something present lives in it.
-//! 3. A node whose parent is unknown (not arrived yet) is hidden until it is.
+//! 3. A node whose parent is unknown (not arrived yet) or not a directory is
+//!    hidden until that changes.
 //! 4. Move cycles (x into y while y into x) are broken by re-homing, to the
-//!    root, the cycle member whose place was written last (highest rank).
-//! 5. Several nodes claiming one name in one directory: the one that has held
-//!    it longest (lowest place HLC, then node id) keeps it; each other becomes
-//!    `stem.conflict-<author>-<node>.ext`, both parts 8 hex digits.
+//!    root, the cycle member with the highest rank.
+//! 5. Names, per directory, in three tiers:
+//!    - every shown node claims its name; of several claimants the one that has
+//!      held it longest (lowest place HLC, then node id) gets it;
+//!    - each other claimant claims `stem.conflict-<author>-<node>.ext` (both
+//!      8 hex digits); it gets that name unless a node claims it as its own
+//!      name (then, in the lowest node id wins, others are not shown);
+//!    - a file whose content has several live heads shows its winner at its
+//!      name and every other head as a read-only copy beside it,
+//!      `stem.conflict-<author>-<entry>.ext`, unless the name is claimed above.
 //! 6. A name no local file system could hold (empty, `.`, `..`, containing `/`
 //!    or NUL, over 255 bytes) is shown as `invalid-name-<node>`.
 
@@ -26,7 +36,7 @@ use crate::node::{Kind, Loc, NodeId};
 pub const NAME_MAX: usize = 255;
 
 /// One head of a node's `l` key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocHead {
     pub loc: Loc,
     pub hlc: Hlc,
@@ -34,10 +44,35 @@ pub struct LocHead {
     pub entry: EntryId,
 }
 
-impl LocHead {
+/// The order of places: the highest wins a node's place and is re-homed out of
+/// a cycle.
+pub type Rank = (Hlc, AuthorId, EntryId, NodeId);
+
+pub fn rank(id: NodeId, h: &LocHead) -> Rank {
+    (h.hlc, h.author, h.entry, id)
+}
+
+/// One live head of a node's `d` key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataHead {
+    pub version: u64,
+    pub hlc: Hlc,
+    pub author: AuthorId,
+    pub entry: EntryId,
+    /// For display only (the tree does not depend on them).
+    pub mtime_ns: i64,
+    pub size: u64,
+}
+
+impl DataHead {
     fn rank(&self) -> (Hlc, AuthorId, EntryId) {
         (self.hlc, self.author, self.entry)
     }
+}
+
+/// The head whose content a file shows.
+pub fn data_winner(heads: &[DataHead]) -> Option<&DataHead> {
+    heads.iter().max_by_key(|h| h.rank())
 }
 
 /// What the tree function needs to know of one node.
@@ -45,36 +80,62 @@ impl LocHead {
 pub struct NodeInput {
     pub kind: Kind,
     pub locs: Vec<LocHead>,
-    /// Versions of the node's current (live) `d` heads.
-    pub data_heads: Vec<u64>,
+    /// The node's live `d` heads.
+    pub data: Vec<DataHead>,
 }
 
+impl NodeInput {
+    pub fn win(&self, id: NodeId) -> Option<&LocHead> {
+        self.locs.iter().max_by_key(|h| rank(id, h))
+    }
+}
+
+/// Rule 2, the node's own part: not deleted, or a file with an edit the delete did not see.
+pub fn alive(kind: Kind, win: &LocHead, data: &[DataHead]) -> bool {
+    !win.loc.deleted || (kind != Kind::Dir && data.iter().any(|d| !win.loc.seen_data.contains(&d.version)))
+}
+
+/// Where a shown node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placed {
     pub parent: NodeId,
     pub name: Vec<u8>,
 }
 
+/// A conflict copy: a read-only view of another head of a file's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copy {
+    pub of: NodeId,
+    pub head: DataHead,
+}
+
+/// The shown tree: only what is reachable from the root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     pub placed: HashMap<NodeId, Placed>,
     pub children: HashMap<NodeId, BTreeMap<Vec<u8>, NodeId>>,
+    pub copies: HashMap<NodeId, Copy>,
 }
 
 impl Tree {
-    /// Every present path, sorted: for tests and for comparing peers.
-    pub fn paths(&self) -> Vec<String> {
+    /// Every shown path with its node, sorted.
+    pub fn walk(&self) -> Vec<(String, NodeId)> {
         let mut out = Vec::new();
         let mut stack = vec![(NodeId::ROOT, String::new())];
         while let Some((dir, prefix)) = stack.pop() {
             for (name, id) in self.children.get(&dir).into_iter().flatten() {
                 let p = format!("{prefix}/{}", String::from_utf8_lossy(name));
-                out.push(p.clone());
+                out.push((p.clone(), *id));
                 stack.push((*id, p));
             }
         }
         out.sort();
         out
+    }
+
+    /// Every shown path, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        self.walk().into_iter().map(|(p, _)| p).collect()
     }
 }
 
@@ -85,6 +146,15 @@ pub fn valid_name(name: &[u8]) -> bool {
         && name.len() <= NAME_MAX
         && !name.contains(&b'/')
         && !name.contains(&0)
+}
+
+/// The name a node claims (rule 6).
+pub fn shown_name(name: &[u8], id: NodeId) -> Vec<u8> {
+    if valid_name(name) {
+        name.to_vec()
+    } else {
+        format!("invalid-name-{}", id.short()).into_bytes()
+    }
 }
 
 /// `stem.conflict-<tag>.ext`, keeping the extension so tools still recognise the file.
@@ -101,41 +171,52 @@ pub fn conflict_name(name: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
+/// The second-tier name of a node that lost its name to another.
+pub fn clash_name(name: &[u8], author: &AuthorId, id: NodeId) -> Vec<u8> {
+    conflict_name(name, &format!("{}-{}", author.short(), id.short()))
+}
+
+/// The id and name of the copy of `head`, a losing content head of a file shown as `name`.
+pub fn copy_of(node: NodeId, name: &[u8], head: &DataHead) -> (NodeId, Vec<u8>) {
+    let mut seed = b"conflict".to_vec();
+    seed.extend_from_slice(&node.0);
+    seed.extend_from_slice(&head.entry.0);
+    let id = NodeId(blake3::hash(&seed).as_bytes()[..16].try_into().expect("16 bytes"));
+    (
+        id,
+        conflict_name(name, &format!("{}-{}", head.author.short(), head.entry.short())),
+    )
+}
+
 pub fn build(nodes: &BTreeMap<NodeId, NodeInput>) -> Tree {
     // Rule 1: each node's winning place.
     let win: HashMap<NodeId, &LocHead> = nodes
         .iter()
-        .filter_map(|(id, n)| n.locs.iter().max_by_key(|h| h.rank()).map(|h| (*id, h)))
+        .filter(|(id, _)| **id != NodeId::ROOT)
+        .filter_map(|(id, n)| n.win(*id).map(|h| (*id, h)))
         .collect();
     let mut parent: HashMap<NodeId, NodeId> = HashMap::new();
     for (id, h) in &win {
-        if *id != NodeId::ROOT {
-            if let Some(p) = NodeId::from_slice(&h.loc.parent) {
-                parent.insert(*id, p);
-            }
+        if let Some(p) = NodeId::from_slice(&h.loc.parent) {
+            parent.insert(*id, p);
         }
     }
-    let known = |id: &NodeId| *id == NodeId::ROOT || (win.contains_key(id) && nodes.get(id).is_some());
+    let known = |id: &NodeId| win.contains_key(id);
 
     // Rule 2 (own state): present by its own right.
-    let mut present: HashSet<NodeId> = HashSet::new();
-    for (id, h) in &win {
-        let n = &nodes[id];
-        let alive =
-            !h.loc.deleted || (n.kind != Kind::Dir && n.data_heads.iter().any(|d| !h.loc.seen_data.contains(d)));
-        if alive && parent.contains_key(id) {
-            present.insert(*id);
-        }
-    }
+    let mut present: Vec<NodeId> = win
+        .iter()
+        .filter(|(id, h)| alive(nodes[*id].kind, h, &nodes[*id].data) && parent.contains_key(*id))
+        .map(|(id, _)| *id)
+        .collect();
+    present.sort();
 
     // Rule 4: break cycles among everything that has a parent link.
     break_cycles(&mut parent, &win);
 
     // Rules 2 (directories kept by their contents) and 3 (unknown ancestors).
     let mut shown: HashSet<NodeId> = HashSet::new();
-    let mut ids: Vec<NodeId> = present.iter().copied().collect();
-    ids.sort();
-    for id in ids {
+    for id in present {
         let mut chain = vec![id];
         let mut cur = id;
         let ok = loop {
@@ -157,32 +238,78 @@ pub fn build(nodes: &BTreeMap<NodeId, NodeInput>) -> Tree {
         }
     }
 
-    // Rules 5 and 6: names.
-    let mut claims: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<NodeId>>> = HashMap::new();
+    // Rules 5 and 6: names, tier by tier.
+    let mut real: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<NodeId>>> = HashMap::new();
     for id in &shown {
-        let h = win[id];
-        let name = if valid_name(&h.loc.name) {
-            h.loc.name.clone()
-        } else {
-            format!("invalid-name-{}", id.short()).into_bytes()
-        };
-        claims.entry(parent[id]).or_default().entry(name).or_default().push(*id);
+        let name = shown_name(&win[id].loc.name, *id);
+        real.entry(parent[id]).or_default().entry(name).or_default().push(*id);
     }
-    let mut tree = Tree::default();
-    tree.children.insert(NodeId::ROOT, BTreeMap::new());
-    for (dir, names) in claims {
-        let mut taken: BTreeMap<Vec<u8>, NodeId> = BTreeMap::new();
-        let mut losers = Vec::new();
-        for (name, mut ids) in names {
+    let mut children: HashMap<NodeId, BTreeMap<Vec<u8>, NodeId>> = HashMap::new();
+    for (dir, names) in &real {
+        let mut clashes: BTreeMap<Vec<u8>, Vec<NodeId>> = BTreeMap::new();
+        let taken = children.entry(*dir).or_default();
+        for (name, ids) in names {
+            let mut ids = ids.clone();
             ids.sort_by_key(|id| (win[id].hlc, *id));
             taken.insert(name.clone(), ids[0]);
-            losers.extend(ids[1..].iter().map(|id| (name.clone(), *id)));
+            for id in &ids[1..] {
+                clashes
+                    .entry(clash_name(name, &win[id].author, *id))
+                    .or_default()
+                    .push(*id);
+            }
         }
-        for (name, id) in losers {
-            let tag = format!("{}-{}", win[&id].author.short(), id.short());
-            taken.insert(conflict_name(&name, &tag), id);
+        for (name, ids) in clashes {
+            if !names.contains_key(&name) {
+                taken.insert(name, *ids.iter().min().expect("non-empty"));
+            }
         }
-        for (name, id) in &taken {
+    }
+    // Copies: claimed after every node's name, so they never displace one.
+    let mut copies: HashMap<NodeId, Copy> = HashMap::new();
+    let mut copy_claims: HashMap<NodeId, BTreeMap<Vec<u8>, Vec<NodeId>>> = HashMap::new();
+    for (dir, names) in &children {
+        for (name, id) in names {
+            let n = &nodes[id];
+            if n.kind != Kind::File || n.data.len() < 2 {
+                continue;
+            }
+            let w = data_winner(&n.data).expect("several heads");
+            for h in n.data.iter().filter(|h| *h != w) {
+                let (cid, cname) = copy_of(*id, name, h);
+                copies.insert(
+                    cid,
+                    Copy {
+                        of: *id,
+                        head: h.clone(),
+                    },
+                );
+                copy_claims.entry(*dir).or_default().entry(cname).or_default().push(cid);
+            }
+        }
+    }
+    for (dir, names) in copy_claims {
+        let taken = children.entry(dir).or_default();
+        let real_here = real.get(&dir);
+        for (name, ids) in names {
+            let claimed = taken.contains_key(&name) || real_here.is_some_and(|r| r.contains_key(&name));
+            if !claimed {
+                taken.insert(name, *ids.iter().min().expect("non-empty"));
+            }
+        }
+    }
+    for id in &shown {
+        if nodes[id].kind == Kind::Dir {
+            children.entry(*id).or_default();
+        }
+    }
+
+    // Only what the root reaches is shown.
+    let mut tree = Tree::default();
+    let mut stack = vec![NodeId::ROOT];
+    while let Some(dir) = stack.pop() {
+        let kids = children.remove(&dir).unwrap_or_default();
+        for (name, id) in &kids {
             tree.placed.insert(
                 *id,
                 Placed {
@@ -190,13 +317,13 @@ pub fn build(nodes: &BTreeMap<NodeId, NodeInput>) -> Tree {
                     name: name.clone(),
                 },
             );
+            if let Some(c) = copies.remove(id) {
+                tree.copies.insert(*id, c);
+            } else if nodes[id].kind == Kind::Dir {
+                stack.push(*id);
+            }
         }
-        tree.children.insert(dir, taken);
-    }
-    for id in &shown {
-        if nodes[id].kind == Kind::Dir {
-            tree.children.entry(*id).or_default();
-        }
+        tree.children.insert(dir, kids);
     }
     tree
 }
@@ -234,7 +361,7 @@ fn break_cycles(parent: &mut HashMap<NodeId, NodeId>, win: &HashMap<NodeId, &Loc
                     let i = path.iter().position(|&n| n == c).expect("cycle member on path");
                     let last = *path[i..]
                         .iter()
-                        .max_by_key(|n| win[*n].rank())
+                        .max_by_key(|n| rank(**n, win[*n]))
                         .expect("non-empty cycle");
                     parent.insert(last, NodeId::ROOT);
                 }
@@ -257,6 +384,16 @@ mod tests {
     }
     fn author(n: u8) -> AuthorId {
         AuthorId([n; 32])
+    }
+    fn data(v: u64, by: u8, e: u8) -> DataHead {
+        DataHead {
+            version: v,
+            hlc: Hlc::new(v, 0),
+            author: author(by),
+            entry: EntryId([e; 32]),
+            mtime_ns: 0,
+            size: 0,
+        }
     }
 
     impl S {
@@ -287,7 +424,7 @@ mod tests {
                 NodeInput {
                     kind,
                     locs: vec![h],
-                    data_heads: vec![200 + n as u64],
+                    data: vec![data(200 + n as u64, 1, n)],
                 },
             );
         }
@@ -300,7 +437,7 @@ mod tests {
         fn set(&mut self, n: u8, parent: NodeId, name: &str, deleted: bool, by: u8) {
             let mut h = self.head(parent, name, deleted, by);
             if deleted {
-                h.loc.seen_data = self.nodes[&id(n)].data_heads.clone();
+                h.loc.seen_data = self.nodes[&id(n)].data.iter().map(|d| d.version).collect();
             }
             self.nodes.get_mut(&id(n)).unwrap().locs = vec![h];
         }
@@ -336,8 +473,8 @@ mod tests {
         s.set(2, id(1), "f", true, 1); // deleted, seeing the data head
         s.set(1, NodeId::ROOT, "d", true, 1); // and its directory
         assert_eq!(s.paths(), Vec::<String>::new());
-        // A data head the delete did not see: the file and its directory come back.
-        s.nodes.get_mut(&id(2)).unwrap().data_heads.push(99);
+        // An edit the delete did not see: the file and its directory come back.
+        s.nodes.get_mut(&id(2)).unwrap().data = vec![data(99, 2, 99)];
         assert_eq!(s.paths(), vec!["/d", "/d/f"]);
     }
 
@@ -385,6 +522,24 @@ mod tests {
                 "/notes.txt".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_name_beats_a_clash_name_and_content_heads_show_as_copies() {
+        let mut s = S::new();
+        s.add(1, Kind::File, NodeId::ROOT, "a");
+        s.add(2, Kind::File, NodeId::ROOT, "a");
+        let clash = String::from_utf8(clash_name(b"a", &author(1), id(2))).unwrap();
+        s.add(3, Kind::File, NodeId::ROOT, &clash);
+        // Node 2 lost "a" and its clash name is taken by node 3's own name: not shown.
+        assert_eq!(s.paths(), vec!["/a".to_string(), format!("/{clash}")]);
+        // Two content heads of node 1: the loser shows beside it.
+        s.nodes.get_mut(&id(1)).unwrap().data.push(data(500, 9, 77));
+        let t = build(&s.nodes);
+        let loser = data(201, 1, 1);
+        let (cid, cname) = copy_of(id(1), b"a", &loser);
+        assert_eq!(t.children[&NodeId::ROOT].get(&cname), Some(&cid));
+        assert_eq!(t.copies[&cid].of, id(1));
     }
 
     #[test]

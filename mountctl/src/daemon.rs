@@ -161,22 +161,58 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> R
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     let daemon = Arc::new(daemon);
-    let outcome = rt.block_on(crate::serve::serve(sd.socket(), daemon.clone()));
+    let (outcome, waiter) = rt.block_on(crate::serve::serve(sd.socket(), daemon.clone()));
     tracing::info!("unmounting: {outcome}");
+    // The kernel lets go first, so that every close it still holds reaches us
+    // and is committed below; then nothing more can arrive.
+    release_mount(dir, session);
     let mut fs_handle = fs_handle;
-    fs_handle.shutdown();
-    if let Err(e) = session.umount_and_join() {
-        tracing::warn!("unmount failed ({e}); detaching the mount");
-        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    let committed = fs_handle.shutdown();
+    match &committed {
+        Ok(()) => tracing::info!("every change is written; unmounted"),
+        Err(e) => tracing::error!("unmounted, but {e}"),
     }
     rt.block_on(daemon.net.shutdown());
     let _ = std::fs::remove_file(sd.socket());
     let _ = std::fs::remove_file(sd.mountpoint_file());
+    if let Some(w) = waiter {
+        let reply = match &committed {
+            Ok(()) => serde_json::json!({ "ok": true }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        let _ = rt.block_on(crate::serve::reply(w, reply));
+    }
     drop(daemon);
     drop(lock_file);
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    Ok(())
+    committed.map_err(|e| anyhow!(e))
+}
+
+/// Unmounts `dir` and waits for the kernel to close the FUSE connection. A
+/// busy mount (a process still has a file or its directory there) is
+/// detached: it leaves the namespace at once, and the session ends when the
+/// last user lets go.
+fn release_mount(dir: &Path, session: fuser::BackgroundSession) {
+    let c = match std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            tracing::warn!(
+                "{} is busy; detached it, and the daemon finishes once every process using it lets go",
+                dir.display()
+            );
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        } else if e.raw_os_error() != Some(libc::EINVAL) {
+            tracing::warn!("unmount failed ({e}); detaching the mount");
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    if let Err(e) = session.join() {
+        tracing::warn!("the FUSE session ended with an error: {e}");
+    }
 }
 
 type Started = (File, Daemon, fs::FsHandle, fuser::BackgroundSession);
@@ -250,7 +286,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
         .with_context(|| format!("cannot mount {}", dir.display()))?
         .spawn()
         .context("cannot start the FUSE session")?;
-    fs_handle.follow_remote(session.notifier());
+    fs_handle.attach(session.notifier());
     let daemon = Daemon {
         dir: dir.to_path_buf(),
         name: sd.name.clone(),

@@ -62,6 +62,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<PeersCmd>,
     },
+    /// Compare what the mount shows with what its store says; list every difference.
+    Check {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "default")]
+        share: String,
+    },
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
         dir: Option<PathBuf>,
@@ -255,18 +261,28 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Check { dir, share } => {
+            let share = share_of(&home, dir, share)?;
+            let v = ask(&home, &share, "check")?;
+            let diffs = v["differences"].as_array().cloned().unwrap_or_default();
+            for d in &diffs {
+                println!("{}", d.as_str().unwrap_or("?"));
+            }
+            if !diffs.is_empty() {
+                bail!(
+                    "{} differences between the mount at {} and its store",
+                    diffs.len(),
+                    v["dir"].as_str().unwrap_or("?")
+                );
+            }
+            println!(
+                "{}: the mount shows exactly what the store holds",
+                v["dir"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
         Cmd::Conflicts { dir, share } => {
-            let share = match dir {
-                Some(d) => {
-                    let d = home::absolute(&d)?;
-                    home.shares()
-                        .into_iter()
-                        .find(|s| s.mountpoint().as_deref() == Some(d.as_path()))
-                        .map(|s| s.name)
-                        .ok_or_else(|| anyhow!("{} is not a mount of {}", d.display(), home.dir.display()))?
-                }
-                None => share,
-            };
+            let share = share_of(&home, dir, share)?;
             let v = ask(&home, &share, "conflicts")?;
             let root = v["dir"].as_str().unwrap_or("");
             for c in v["conflicts"].as_array().into_iter().flatten() {
@@ -297,31 +313,63 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The share mounted at `dir`, or `share`.
+fn share_of(home: &Home, dir: Option<PathBuf>, share: String) -> Result<String> {
+    match dir {
+        Some(d) => {
+            let d = home::absolute(&d)?;
+            home.shares()
+                .into_iter()
+                .find(|s| s.mountpoint().as_deref() == Some(d.as_path()))
+                .map(|s| s.name)
+                .ok_or_else(|| anyhow!("{} is not a mount of {}", d.display(), home.dir.display()))
+        }
+        None => Ok(share),
+    }
+}
+
+/// How long `unmount` waits for the daemon to write everything and let go.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(600);
+
 fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
     let dir = absolute(dir)?;
     let share = home
         .shares()
         .into_iter()
         .find(|s| s.mountpoint().as_deref() == Some(dir.as_path()));
+    let pid: i32 = share
+        .as_ref()
+        .and_then(|s| std::fs::read_to_string(s.lock()).ok())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    // The daemon answers once it has unmounted and written every change.
     let reply = share
         .as_ref()
-        .and_then(|s| control::request(&s.socket(), "unmount", Duration::from_secs(10)).ok());
+        .filter(|s| s.socket().exists())
+        .map(|s| control::request(&s.socket(), "unmount", UNMOUNT_WAIT));
     match reply {
-        Some(v) => {
-            let pid = v["pid"].as_u64().unwrap_or(0) as i32;
+        Some(Ok(v)) => {
+            if let Some(e) = v["error"].as_str() {
+                bail!(
+                    "{} is unmounted, but {e}; see {}",
+                    dir.display(),
+                    share.map(|s| s.log().display().to_string()).unwrap_or_default()
+                );
+            }
             let start = Instant::now();
             while pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
-                if start.elapsed() > Duration::from_secs(120) {
-                    bail!(
-                        "the daemon (pid {pid}) did not finish unmounting {} within 2 minutes",
-                        dir.display()
-                    );
+                if start.elapsed() > Duration::from_secs(60) {
+                    bail!("the daemon (pid {pid}) wrote everything but did not exit");
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
             Ok(())
         }
-        None if is_mounted(&dir) => {
+        Some(Err(e)) if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_mounted(&dir) => bail!(
+            "{} is detached, but the daemon (pid {pid}) is still finishing: a process still uses the mount ({e:#})",
+            dir.display()
+        ),
+        Some(Err(_)) | None if is_mounted(&dir) => {
             // No daemon answers: a stale mount left by one that died.
             let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
             if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
@@ -341,7 +389,7 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
             );
             Ok(())
         }
-        None => bail!("{} is not mounted", dir.display()),
+        Some(Err(_)) | None => bail!("{} is not mounted", dir.display()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon's control socket: one request line, one JSON reply line.
 //!
-//! `status`, `unmount`, `invite ROLE TTL_MS`, `peers`, `remove ID`, `sync`, `conflicts`,
+//! `status`, `unmount` (answered once unmounted), `check`, `invite ROLE TTL_MS`, `peers`,
+//! `remove ID`, `sync`, `conflicts`,
 //! `net off` / `net on` (fault injection for partition tests: the node stops
 //! accepting, dialing and gossiping, as if unplugged).
 
@@ -11,21 +12,31 @@ use serde_json::{Value, json};
 use store::Role;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::daemon::Daemon;
 
-/// Answers requests until an unmount request or SIGTERM/SIGINT; returns why it stopped.
-pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> String {
+/// Who asked to unmount: told how it ended.
+pub type Waiter = OwnedWriteHalf;
+
+/// Sends the final reply to the one who asked to unmount.
+pub async fn reply(mut w: Waiter, v: Value) -> std::io::Result<()> {
+    w.write_all(format!("{v}\n").as_bytes()).await
+}
+
+/// Answers requests until an unmount request or SIGTERM/SIGINT; returns why it
+/// stopped and, for an unmount request, who to tell how it ended.
+pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     let _ = std::fs::remove_file(&sock);
     let listener = match UnixListener::bind(&sock) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot listen on {}: {e}", sock.display());
-            return "control socket failed".into();
+            return ("control socket failed".into(), None);
         }
     };
-    let (stop_tx, mut stop_rx) = mpsc::channel::<String>(4);
+    let (stop_tx, mut stop_rx) = mpsc::channel::<(String, Option<Waiter>)>(4);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
     let mut peers_changed = d.store.watch(store::membership::PEERS.as_bytes());
@@ -33,8 +44,8 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> String {
     let mut requests = tokio::task::JoinSet::new();
     let why = loop {
         tokio::select! {
-            _ = term.recv() => break "SIGTERM".to_string(),
-            _ = int.recv() => break "SIGINT".to_string(),
+            _ = term.recv() => break ("SIGTERM".to_string(), None),
+            _ = int.recv() => break ("SIGINT".to_string(), None),
             Some(why) = stop_rx.recv() => break why,
             Some(_) = peers_changed.recv() => {
                 while peers_changed.try_recv().is_ok() {}
@@ -53,7 +64,12 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> String {
                     if BufReader::new(r).read_line(&mut line).await.is_err() {
                         return;
                     }
-                    let reply = answer(&d, line.trim(), &stop_tx).await;
+                    if line.trim() == "unmount" {
+                        // The reply waits until the unmount is done.
+                        let _ = stop_tx.send(("unmount requested".into(), Some(w))).await;
+                        return;
+                    }
+                    let reply = answer(&d, line.trim()).await;
                     let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
                 });
             }
@@ -67,14 +83,16 @@ fn err(msg: impl std::fmt::Display) -> Value {
     json!({ "error": msg.to_string() })
 }
 
-async fn answer(d: &Daemon, req: &str, stop: &mpsc::Sender<String>) -> Value {
+async fn answer(d: &Daemon, req: &str) -> Value {
     let words: Vec<&str> = req.split_whitespace().collect();
     match words.as_slice() {
         ["status"] => status(d),
-        ["unmount"] => {
-            let _ = stop.send("unmount requested".into()).await;
-            // The caller waits for this process to exit.
-            json!({ "ok": true, "pid": std::process::id() })
+        ["check"] => {
+            let fs = d.fs.clone();
+            match tokio::task::spawn_blocking(move || fs.check()).await {
+                Ok(diffs) => json!({ "dir": d.dir, "differences": diffs }),
+                Err(e) => err(format!("the check failed: {e}")),
+            }
         }
         ["invite", role, ttl_ms] => {
             let role = match Role::parse(role.as_bytes()) {
@@ -188,5 +206,6 @@ fn status(d: &Daemon) -> Value {
         "conflicts": d.fs.conflicts().len(),
         "peers": peers(d),
         "bytes_sent": d.net.bytes_sent(),
+        "view_nodes": d.fs.stats().0,
     })
 }

@@ -201,7 +201,7 @@ async fn meet(s: Arc<Shared>, tx: GossipSender, _gossip: Gossip) {
         round = round.wrapping_add(1);
         let members = s.refresh_lookup();
         let up = members.iter().filter(|id| s.peers.gossip_up(id)).count();
-        let retry = round % 5 == 0 && up < FEW_LINKS;
+        let retry = round.is_multiple_of(5) && up < FEW_LINKS;
         let ids: Vec<_> = members
             .into_iter()
             .filter(|id| known.insert(*id) || (retry && !s.peers.gossip_up(id)))

@@ -98,7 +98,11 @@ pub fn rechunk(
         }
         // Chunk again from `pos` (a real cut) until a cut lands on a base cut
         // past every change begun so far.
-        let mut src = ReadAt { read: &mut *read, pos, end: len };
+        let mut src = ReadAt {
+            read: &mut *read,
+            pos,
+            end: len,
+        };
         for c in fastcdc::v2020::StreamCDC::new(&mut src, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
             let c = c.map_err(|e| Error::Io {
                 path: "<content>".into(),
@@ -112,11 +116,13 @@ pub fn rechunk(
                 r += 1;
             }
             let inside = merged.get(r).is_some_and(|g| g.start < pos);
-            if !inside && pos < len && real_cut(pos) {
-                if let Ok(k) = base.ends.binary_search(&pos) {
-                    i = k + 1;
-                    break;
-                }
+            if !inside
+                && pos < len
+                && real_cut(pos)
+                && let Ok(k) = base.ends.binary_search(&pos)
+            {
+                i = k + 1;
+                break;
             }
         }
     }

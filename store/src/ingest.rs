@@ -98,10 +98,10 @@ impl Store {
             };
         }
         if e.seq > last + 1 {
-            if self.cfg.enforce_membership {
-                if let Some(r) = crate::membership::may_park(t, &e.author)? {
-                    return refuse(r);
-                }
+            if self.cfg.enforce_membership
+                && let Some(r) = crate::membership::may_park(t, &e.author)?
+            {
+                return refuse(r);
             }
             let gap = Gap {
                 author: e.author,
@@ -161,10 +161,10 @@ impl Store {
     /// The state-dependent checks: membership, and that every chunk the entry
     /// refers to is here (so a shown file never lacks its content).
     fn may_apply(&self, t: &Tables, e: &Entry, now: u64) -> Result<Option<Refusal>> {
-        if self.cfg.enforce_membership {
-            if let Some(r) = crate::membership::check(t, e, now)? {
-                return Ok(Some(r));
-            }
+        if self.cfg.enforce_membership
+            && let Some(r) = crate::membership::check(t, e, now)?
+        {
+            return Ok(Some(r));
         }
         Ok(t.missing_ref(e)?.map(Refusal::MissingContent))
     }

@@ -265,10 +265,10 @@ impl Store {
                         ops,
                     },
                 )?;
-                if self.cfg.enforce_membership {
-                    if let Some(r) = crate::membership::check(&t, &e, crate::hlc::wall_ms())? {
-                        return Err(r.into());
-                    }
+                if self.cfg.enforce_membership
+                    && let Some(r) = crate::membership::check(&t, &e, crate::hlc::wall_ms())?
+                {
+                    return Err(r.into());
                 }
                 t.append(&e, &mut changes, true)?;
                 ids.push(Written { id: e.id, hlc });

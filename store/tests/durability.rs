@@ -25,11 +25,13 @@ fn child_writer(dir: &Path) -> ! {
                 true,
             )
             .unwrap()
+            .len()
         } else {
-            vec![s.write(vec![Op::put(format!("k{i}-0"), vec![7u8; 300])]).unwrap()]
+            s.write(vec![Op::put(format!("k{i}-0"), vec![7u8; 300])]).unwrap();
+            1
         };
         use std::io::Write;
-        writeln!(stdout, "ack {i} {}", ids.len()).unwrap();
+        writeln!(stdout, "ack {i} {ids}").unwrap();
         stdout.flush().unwrap();
     }
     unreachable!()

@@ -574,14 +574,14 @@ impl Drop for Mount {
                     .stderr(Stdio::null())
                     .status();
             }
-            if let Some(pid) = self.pid {
-                if !wait_pid_gone(pid, Duration::from_secs(10)) {
-                    eprintln!("harness: daemon {pid} still alive after unmount; killing it");
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                    }
-                    wait_pid_gone(pid, Duration::from_secs(5));
+            if let Some(pid) = self.pid
+                && !wait_pid_gone(pid, Duration::from_secs(10))
+            {
+                eprintln!("harness: daemon {pid} still alive after unmount; killing it");
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
                 }
+                wait_pid_gone(pid, Duration::from_secs(5));
             }
         }
         if is_mountpoint(&self.dir) {
@@ -593,10 +593,10 @@ impl Drop for Mount {
             if let Some(t) = self.dir_tmp.take() {
                 let _ = t.keep();
             }
-            if let Some(mut h) = self.home_tmp.take() {
-                if let Some(t) = h.tmp.take() {
-                    let _ = t.keep();
-                }
+            if let Some(mut h) = self.home_tmp.take()
+                && let Some(t) = h.tmp.take()
+            {
+                let _ = t.keep();
             }
         }
     }

@@ -1,0 +1,356 @@
+//! The mount's state, under one lock: the view, the local changes not yet in
+//! the store, inode numbers, open files and handles, and what the kernel holds.
+//!
+//! Nothing here does I/O: the lock is never held across a store read or write,
+//! a chunking pass or an fsync.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use store::{AuthorId, Manifest, Op};
+
+use crate::errno::{Errno, R};
+use crate::files::{NO_MTIME, OpenFile};
+use crate::inode_map::Inodes;
+use crate::inputs;
+use crate::node::{self, Attr, Data, Kind, Loc, NodeId};
+use crate::pending::Pending;
+use crate::view::View;
+
+/// What the kernel must forget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inval {
+    Entry(u64, Vec<u8>),
+    Inode(u64),
+}
+
+/// A node's attributes as the kernel sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+pub enum Handle {
+    File(NodeId),
+    /// A listing taken at opendir: offsets index into it, so a large directory
+    /// streams in O(1) per entry.
+    Dir(Vec<DirEntry>),
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+pub fn loc_op(id: NodeId, loc: &Loc) -> Op {
+    Op::put(node::loc_key(id), prost::Message::encode_to_vec(loc))
+}
+
+pub fn attr_op(id: NodeId, a: &Attr) -> Op {
+    Op::put(node::attr_key(id), prost::Message::encode_to_vec(a))
+}
+
+/// A new version of `d`.
+pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64, version: u64) -> Op {
+    let d = Data {
+        manifest: m.encode(),
+        mtime_ns,
+        version,
+    };
+    // The chunks travel as refs, so a peer fetches them before it applies this.
+    Op::put_with_refs(node::data_key(id), prost::Message::encode_to_vec(&d), m.chunks())
+}
+
+pub struct Model {
+    pub me: AuthorId,
+    pub view: View,
+    pub pending: Pending,
+    pub inodes: Inodes,
+    pub open: HashMap<NodeId, OpenFile>,
+    pub handles: HashMap<u64, Handle>,
+    /// How many times the kernel was told of each node (FUSE lookup counts).
+    pub lookups: HashMap<NodeId, u64>,
+    /// Created here; none of its keys written or being written yet.
+    pub unwritten: HashSet<NodeId>,
+    /// Deleted before any key of it was written: its record goes once nothing
+    /// refers to it.
+    pub forgotten: HashSet<NodeId>,
+    next_fh: u64,
+}
+
+impl Model {
+    pub fn new(me: AuthorId, view: View, inodes: Inodes) -> Model {
+        Model {
+            me,
+            view,
+            pending: Pending::default(),
+            inodes,
+            open: HashMap::new(),
+            handles: HashMap::new(),
+            lookups: HashMap::new(),
+            unwritten: HashSet::new(),
+            forgotten: HashSet::new(),
+            next_fh: 1,
+        }
+    }
+
+    pub fn new_fh(&mut self, h: Handle) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, h);
+        fh
+    }
+
+    /// The node or copy of `ino`, if the mount still knows it.
+    pub fn id(&self, ino: u64) -> R<NodeId> {
+        let id = self.inodes.node(ino).ok_or(Errno::ENOENT)?;
+        if self.view.get(id).is_some() || self.view.copy(id).is_some() {
+            Ok(id)
+        } else {
+            Err(Errno::ENOENT)
+        }
+    }
+
+    /// `ino` as a shown directory (the one a new name can go in).
+    pub fn dir(&self, ino: u64) -> R<NodeId> {
+        let id = self.id(ino)?;
+        if self.view.copy(id).is_some() || self.kind(id) != Some(Kind::Dir) {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.view.is_shown(id) {
+            return Err(Errno::ENOENT);
+        }
+        Ok(id)
+    }
+
+    pub fn kind(&self, id: NodeId) -> Option<Kind> {
+        if id == NodeId::ROOT {
+            return Some(Kind::Dir);
+        }
+        if self.view.copy(id).is_some() {
+            return Some(Kind::File);
+        }
+        self.view.get(id)?.kind()
+    }
+
+    pub fn attrs(&mut self, id: NodeId) -> Option<Attrs> {
+        let ino = self.inodes.ino(id);
+        if let Some(c) = self.view.copy(id) {
+            let a = self.view.get(c.copy.of).and_then(|r| r.attr.clone())?;
+            return Some(Attrs {
+                ino,
+                kind: Kind::File,
+                size: c.copy.head.size,
+                // A copy is a read-only view of another version.
+                perm: (a.mode & 0o7555) as u16,
+                uid: a.uid,
+                gid: a.gid,
+                mtime_ns: c.copy.head.mtime_ns,
+            });
+        }
+        let r = self.view.get(id)?;
+        let a = match (&r.attr, id == NodeId::ROOT) {
+            (Some(a), _) => a.clone(),
+            (None, true) => root_attr(),
+            (None, false) => return None,
+        };
+        let w = r.data_winner();
+        let (mut size, mut mtime) = (w.map_or(0, |d| d.size), w.map_or(0, |d| d.mtime_ns));
+        if a.kind() == Kind::Symlink {
+            size = a.target.len() as u64;
+        }
+        if let Some(of) = self.open.get(&id)
+            && of.cell.is_dirty()
+        {
+            size = of.cell.len.load(std::sync::atomic::Ordering::Acquire);
+            let t = of.cell.mtime.load(std::sync::atomic::Ordering::Acquire);
+            mtime = if t == NO_MTIME { mtime } else { t };
+        }
+        Some(Attrs {
+            ino,
+            kind: a.kind(),
+            size,
+            perm: (a.mode & 0o7777) as u16,
+            uid: a.uid,
+            gid: a.gid,
+            mtime_ns: mtime,
+        })
+    }
+
+    /// Tells the kernel of a node: it now holds one more lookup of it.
+    pub fn entry(&mut self, id: NodeId) -> R<Attrs> {
+        let a = self.attrs(id).ok_or(Errno::ENOENT)?;
+        *self.lookups.entry(id).or_default() += 1;
+        Ok(a)
+    }
+
+    /// Drops what the mount keeps of `id` once nothing refers to it: not shown,
+    /// no kernel lookup, not open.
+    pub fn reap(&mut self, id: NodeId) {
+        if id == NodeId::ROOT || self.lookups.contains_key(&id) || self.open.contains_key(&id) || self.view.is_shown(id)
+        {
+            return;
+        }
+        self.inodes.remove(id);
+        if self.forgotten.remove(&id) {
+            self.view.forget(id);
+        }
+    }
+
+    /// Queues a local op and shows it at once.
+    pub fn queue(&mut self, op: Op) {
+        inputs::set_pending(&mut self.view, &op, self.me);
+        self.pending.queue(op);
+    }
+
+    /// A local change of a node deleted elsewhere gives it its place back: a
+    /// content change always (edit beats delete), other changes (`content`
+    /// false) only while a concurrent edit keeps it shown. Never for a node
+    /// deleted here.
+    pub fn restore_place(&mut self, id: NodeId, content: bool) {
+        if self.open.get(&id).is_some_and(|o| o.unlinked_here) || (!content && !self.view.is_shown(id)) {
+            return;
+        }
+        let Some(w) = self.view.get(id).and_then(|r| r.win()) else {
+            return;
+        };
+        if w.loc.deleted {
+            let loc = Loc {
+                deleted: false,
+                seen_data: vec![],
+                ..w.loc.clone()
+            };
+            self.queue(loc_op(id, &loc));
+        }
+    }
+
+    /// Deletes a node: a delete that names every content version the mount
+    /// shows (all in the store, or written in the same window as this), or,
+    /// for a node none of whose keys was ever written, no op at all.
+    pub fn delete(&mut self, id: NodeId) {
+        let Some(r) = self.view.get(id) else { return };
+        let Some(w) = r.win() else { return };
+        let loc = Loc {
+            deleted: true,
+            seen_data: r.data.iter().map(|d| d.version).collect(),
+            ..w.loc.clone()
+        };
+        if self.unwritten.remove(&id) {
+            // An open handle still reads it (POSIX): keep its content there.
+            let content = self.pending_content(id);
+            if let Some(o) = self.open.get_mut(&id) {
+                o.read_cache = o.read_cache.take().or(content);
+            }
+            let r = self.view.get(id).expect("looked up above");
+            let xattrs: Vec<Vec<u8>> = r.xattrs.keys().cloned().collect();
+            for k in [node::loc_key(id), node::attr_key(id), node::data_key(id)] {
+                self.pending.forget(&k);
+            }
+            for name in xattrs {
+                self.pending.forget(&node::xattr_key(id, &name));
+            }
+            self.view.set_locs(id, vec![inputs::pending_loc(loc, self.me)]);
+            self.forgotten.insert(id);
+        } else {
+            self.queue(loc_op(id, &loc));
+        }
+        if let Some(o) = self.open.get_mut(&id) {
+            o.unlinked_here = true;
+        }
+    }
+
+    /// Settles the view. Returns what the kernel must forget, leaving out the
+    /// names a local operation changed itself (`own`: the kernel did that) and,
+    /// for local changes, the changed node's own attributes.
+    pub fn settle(&mut self, local: bool, own: &[(NodeId, &[u8])]) -> Vec<Inval> {
+        let d = self.view.settle();
+        let mut out = Vec::new();
+        for (dir, name) in d.names {
+            if own.iter().any(|(p, n)| *p == dir && *n == name.as_slice()) {
+                continue;
+            }
+            if let Some(pino) = self.inodes.get(dir) {
+                out.push(Inval::Entry(pino, name));
+            }
+        }
+        if !local {
+            for id in d.nodes {
+                if let Some(ino) = self.inodes.get(id) {
+                    out.push(Inval::Inode(ino));
+                }
+            }
+        }
+        for id in d.hidden {
+            self.reap(id);
+        }
+        out
+    }
+
+    /// The content version a reader of `id` should see.
+    pub fn content_version(&self, id: NodeId) -> Option<u64> {
+        if let Some(c) = self.view.copy(id) {
+            return Some(c.copy.head.version);
+        }
+        self.view.get(id)?.data_winner().map(|d| d.version)
+    }
+
+    /// The listing of a shown directory, numbering its children.
+    pub fn listing(&mut self, dir: NodeId) -> Vec<DirEntry> {
+        let kids: Vec<(Vec<u8>, NodeId)> = self.view.list(dir).map(|(n, id)| (n.clone(), id)).collect();
+        let parent = self.view.get(dir).and_then(|r| r.shown()).map_or(NodeId::ROOT, |s| s.0);
+        let mut out = Vec::with_capacity(kids.len() + 2);
+        out.push(DirEntry {
+            ino: self.inodes.ino(dir),
+            kind: Kind::Dir,
+            name: b".".to_vec(),
+        });
+        out.push(DirEntry {
+            ino: self.inodes.ino(parent),
+            kind: Kind::Dir,
+            name: b"..".to_vec(),
+        });
+        for (name, id) in kids {
+            let kind = self.kind(id).unwrap_or(Kind::File);
+            out.push(DirEntry {
+                ino: self.inodes.ino(id),
+                kind,
+                name,
+            });
+        }
+        out
+    }
+
+    /// The decoded content of a pending op of `id`'s `d` key, if there is one.
+    pub fn pending_content(&self, id: NodeId) -> Option<(u64, Arc<Manifest>)> {
+        let op = self.pending.get(&node::data_key(id))?;
+        let (d, m) = inputs::decode_data(op.value.as_ref()?)?;
+        Some((d.version, Arc::new(m)))
+    }
+}
+
+/// The root's attributes before its first write.
+pub fn root_attr() -> Attr {
+    Attr {
+        kind: Kind::Dir as u32,
+        mode: 0o755,
+        uid: unsafe { libc::getuid() },
+        gid: unsafe { libc::getgid() },
+        target: vec![],
+    }
+}
