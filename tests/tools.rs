@@ -128,20 +128,6 @@ fn tar_extract_into_and_create_from_mount() {
 // git
 // ---------------------------------------------------------------------------
 
-const GIT_ENV: &[(&str, &str)] = &[
-    ("GIT_AUTHOR_NAME", "Lattice Test"),
-    ("GIT_AUTHOR_EMAIL", "test@lattice.invalid"),
-    ("GIT_COMMITTER_NAME", "Lattice Test"),
-    ("GIT_COMMITTER_EMAIL", "test@lattice.invalid"),
-    ("GIT_CONFIG_NOSYSTEM", "1"),
-    ("GIT_CONFIG_GLOBAL", "/dev/null"),
-    ("GIT_TERMINAL_PROMPT", "0"),
-];
-
-fn git(cwd: &Path, script: &str) -> String {
-    sh_env(cwd, script, GIT_ENV)
-}
-
 #[test]
 fn git_init_commit_fsck_clone_both_ways() {
     let m = Mount::new();

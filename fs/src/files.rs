@@ -54,6 +54,9 @@ pub struct OpenFile {
     pub unlinked_here: bool,
     /// The content reads use while the file is unchanged: (version, manifest).
     pub read_cache: Option<(u64, Arc<Manifest>)>,
+    /// Deleted here with writes no one else will see: what its handles read
+    /// (content, mtime).
+    pub detached: Option<(Arc<Manifest>, i64)>,
 }
 
 impl OpenFile {
@@ -63,6 +66,7 @@ impl OpenFile {
             cell: BufCell::new(),
             unlinked_here: false,
             read_cache: None,
+            detached: None,
         }
     }
 }

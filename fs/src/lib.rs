@@ -225,6 +225,16 @@ impl FsView {
         self.0.check()
     }
 
+    /// The node shown at `path` (`/a/b`), if any.
+    pub fn lookup(&self, path: &str) -> Option<node::NodeId> {
+        let m = self.0.lock();
+        let mut id = node::NodeId::ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            id = m.view.lookup(id, part.as_bytes())?;
+        }
+        Some(id)
+    }
+
     /// How many nodes the view holds and has visited while settling.
     pub fn stats(&self) -> (usize, u64) {
         let m = self.0.lock();

@@ -369,6 +369,9 @@ impl Shared {
     pub(crate) fn current_content(&self, id: NodeId) -> R<(u64, Arc<Manifest>)> {
         let (key, version) = {
             let m = self.lock();
+            if let Some((d, _)) = m.open.get(&id).and_then(|o| o.detached.as_ref()) {
+                return Ok((0, d.clone()));
+            }
             if let Some(c) = m.view.copy(id) {
                 (node::data_key(c.copy.of), Some(c.copy.head.version))
             } else {
@@ -419,8 +422,11 @@ impl Shared {
             let version = m.content_version(id);
             let of = m.open.get(&id);
             let cached = of
-                .and_then(|o| o.read_cache.clone())
-                .filter(|(v, _)| Some(*v) == version);
+                .and_then(|o| o.detached.as_ref().map(|d| (0, d.0.clone())))
+                .or_else(|| {
+                    of.and_then(|o| o.read_cache.clone())
+                        .filter(|(v, _)| Some(*v) == version)
+                });
             (id, of.map(|o| o.cell.clone()), cached)
         };
         let mut buf = vec![0u8; size as usize];
@@ -482,7 +488,11 @@ impl Shared {
             let mut m = self.lock();
             let gone = m.open.get(&id).is_none_or(|o| o.unlinked_here) || m.view.get(id).is_none();
             if gone {
-                // Deleted here while open: its writes go with it.
+                // Deleted here while open: its writes go with it, but its
+                // handles still read them (POSIX).
+                if let Some(of) = m.open.get_mut(&id) {
+                    of.detached = Some((manifest.clone(), mtime));
+                }
                 Vec::new()
             } else {
                 // A delete from a peer loses to this write (edit beats delete).

@@ -175,6 +175,10 @@ impl Model {
         if a.kind() == Kind::Symlink {
             size = a.target.len() as u64;
         }
+        if let Some((m, t)) = self.open.get(&id).and_then(|o| o.detached.as_ref()) {
+            size = m.size();
+            mtime = *t;
+        }
         if let Some(of) = self.open.get(&id)
             && of.cell.is_dirty()
         {
@@ -252,10 +256,12 @@ impl Model {
             ..w.loc.clone()
         };
         if self.unwritten.remove(&id) {
-            // An open handle still reads it (POSIX): keep its content there.
+            // An open handle still reads and writes it (POSIX): its content
+            // lives on there, since the store will never have it.
             let content = self.pending_content(id);
+            let mtime = r.data_winner().map_or(0, |d| d.mtime_ns);
             if let Some(o) = self.open.get_mut(&id) {
-                o.read_cache = o.read_cache.take().or(content);
+                o.detached = o.detached.take().or(content.map(|(_, m)| (m, mtime)));
             }
             let r = self.view.get(id).expect("looked up above");
             let xattrs: Vec<Vec<u8>> = r.xattrs.keys().cloned().collect();

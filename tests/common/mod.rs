@@ -173,6 +173,21 @@ pub fn sh_env(cwd: &Path, script: &str, env: &[(&str, &str)]) -> String {
     bash(cwd, script, env).expect_ok().stdout
 }
 
+pub const GIT_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "Lattice Test"),
+    ("GIT_AUTHOR_EMAIL", "test@lattice.invalid"),
+    ("GIT_COMMITTER_NAME", "Lattice Test"),
+    ("GIT_COMMITTER_EMAIL", "test@lattice.invalid"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+];
+
+/// A git script with a fixed identity and no user or system config.
+pub fn git(cwd: &Path, script: &str) -> String {
+    sh_env(cwd, script, GIT_ENV)
+}
+
 /// Single-quotes a path for a shell script.
 pub fn q(p: &Path) -> String {
     let s = p.to_str().expect("test paths are UTF-8");
@@ -602,5 +617,7 @@ impl Drop for Mount {
     }
 }
 
+mod peers;
 mod tree;
+pub use peers::*;
 pub use tree::*;
