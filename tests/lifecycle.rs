@@ -8,6 +8,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -225,6 +226,108 @@ fn sigterm_and_sigint_unmount_cleanly() {
                 &read(&m.p(format!("dir{r}/inner/f"))),
             );
         }
+    }
+}
+
+#[test]
+fn unmount_commits_every_close_even_one_that_races_it() {
+    let mut m = Mount::new();
+    // Closed right before the unmount request, never fsync'd.
+    for round in 0..10u64 {
+        write(&m.p(format!("just-closed-{round}")), &Rng::new(round).bytes(50_000));
+        m.remount();
+        for r in 0..=round {
+            assert_bytes_eq(
+                &format!("just-closed-{r} after {round} remounts"),
+                &Rng::new(r).bytes(50_000),
+                &read(&m.p(format!("just-closed-{r}"))),
+            );
+        }
+    }
+    // Still open while the unmount is asked for: the mount is busy, so it is
+    // detached, and the daemon finishes once the file is closed.
+    let f = File::create(m.p("open-during-unmount")).unwrap();
+    f.write_all_at(b"written while unmounting", 0).unwrap();
+    let (home, dir) = (m.home.clone(), m.dir.clone());
+    let unmount = std::thread::spawn(move || mountctl(&home, &[OsStr::new("unmount"), dir.as_os_str()], MOUNT_TIMEOUT));
+    std::thread::sleep(Duration::from_millis(500));
+    f.write_all_at(b"WRITTEN", 0).unwrap();
+    drop(f);
+    let out = unmount.join().unwrap();
+    assert!(out.ok(), "unmount: {}", out.describe());
+    m.mark_unmounted();
+    m.mount();
+    assert_eq!(read(&m.p("open-during-unmount")), b"WRITTEN while unmounting");
+    check(&m);
+}
+
+/// A small tmpfs of its own, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf, Option<tempfile::TempDir>);
+
+impl Tmpfs {
+    fn new(size: &str) -> Tmpfs {
+        let (tmp, dir) = empty_dir("lattice-tmpfs-");
+        sh(
+            Path::new("/"),
+            &format!("mount -t tmpfs -o size={size} lattice-test {}", q(&dir)),
+        );
+        Tmpfs(dir, Some(tmp))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        self.1.take();
+    }
+}
+
+#[test]
+fn unmount_says_so_when_changes_could_not_be_written() {
+    let disk = Tmpfs::new("48m");
+    let home = disk.0.join("home");
+    fs::create_dir(&home).unwrap();
+    assert!(mountctl_s(&home, &["init"]).ok());
+    let (_mnt_tmp, dir) = empty_dir("lattice-mnt-");
+    let mut m = Mount::at(&home, &dir);
+    write(&m.p("before"), b"written while there was room");
+    m.remount();
+    // Fill the disk the store lives on, then write through the mount.
+    let _ = bash(&disk.0, "dd if=/dev/zero of=filler bs=1M 2>/dev/null; true", &[]);
+    let data = Rng::new(9).bytes(4 << 20);
+    let wrote = fs::write(m.p("after"), &data);
+    let out = mountctl(&home, &[OsStr::new("unmount"), dir.as_os_str()], MOUNT_TIMEOUT);
+    m.mark_unmounted();
+    assert!(!is_mountpoint(&dir), "the mount is gone either way");
+    if wrote.is_ok() {
+        // The close said yes: then the unmount must say no, loudly.
+        assert!(
+            !out.ok(),
+            "unmount exited 0 although the store had no room:\n{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains("could not be written"),
+            "unmount does not say what was lost:\n{}",
+            out.describe()
+        );
+    }
+    eprintln!("write: {wrote:?}; unmount: {}", out.describe());
+    // Room again: what was acknowledged and not reported lost is all there.
+    fs::remove_file(disk.0.join("filler")).unwrap();
+    m.mount();
+    assert_eq!(read(&m.p("before")), b"written while there was room");
+    let after = fs::read(m.p("after"));
+    if wrote.is_ok() && out.ok() {
+        assert_bytes_eq("after", &data, &after.unwrap());
+    } else if let Ok(d) = after {
+        // Like a disk file system after ENOSPC: the file may exist, without
+        // the content the failed call did not write.
+        assert!(
+            d.is_empty() || d == data,
+            "after holds {} bytes of a half write",
+            d.len()
+        );
     }
 }
 

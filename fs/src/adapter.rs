@@ -81,6 +81,13 @@ fn reply_empty(r: R<()>, reply: ReplyEmpty) {
     }
 }
 
+fn reply_data(r: R<Vec<u8>>, reply: ReplyData) {
+    match r {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn reply_attr(r: R<Attrs>, reply: ReplyAttr) {
     match r {
         Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -169,10 +176,7 @@ impl Filesystem for LatticeFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.0.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_data(self.0.readlink(ino.0), reply)
     }
 
     fn mknod(
@@ -291,10 +295,7 @@ impl Filesystem for LatticeFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.0.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_data(self.0.read(ino.0, offset, size), reply)
     }
 
     fn write(

@@ -274,9 +274,9 @@ impl FileBuf {
 
     /// The new content as a manifest, its new chunks stored (not synced). The
     /// buffer stays as it is until [`FileBuf::committed`].
-    pub fn manifest(&self, store: &dyn KvStore) -> store::Result<Manifest> {
+    pub fn manifest(&self, store: &dyn KvStore) -> store::Result<Arc<Manifest>> {
         if self.valid == self.len && self.len == self.base.size() && self.bytes == 0 {
-            return Ok((*self.base).clone());
+            return Ok(self.base.clone());
         }
         let mut batch: Vec<(ChunkHash, Vec<u8>)> = Vec::new();
         let mut batch_bytes = 0;
@@ -297,7 +297,7 @@ impl FileBuf {
             },
         )?;
         store.put_chunks(&batch)?;
-        Ok(m)
+        Ok(Arc::new(m))
     }
 
     /// `m` (made by [`FileBuf::manifest`]) is now version `version` of the file.

@@ -61,7 +61,13 @@ impl Shared {
                 .filter(|(_, id)| m.view.get(*id).is_none() && m.view.copy(*id).is_none())
                 .map(|(ino, id)| format!("inode {ino} names node {id:?}, which the mount does not know"))
                 .collect();
-            (tree, facts, m.pending.ops(), (memory, unknown), m.inodes.take_delta())
+            (
+                tree,
+                facts,
+                m.pending.changes(),
+                (memory, unknown),
+                m.inodes.take_delta(),
+            )
         };
         self.inode_db
             .write(&delta, false)
@@ -73,6 +79,7 @@ impl Shared {
         drop(_commit);
 
         let mut out = Vec::new();
+        let overlay: Vec<store::Op> = overlay.iter().map(|c| c.op()).collect();
         let (spec_tree, spec_facts) = spec(scan, &overlay, self.me);
         compare(&tree, &facts, &spec_tree, &spec_facts, &mut out);
         let (memory, unknown) = memory;
@@ -99,13 +106,13 @@ fn view_facts(m: &Model, t: &Tree) -> HashMap<NodeId, Facts> {
     let mut out = HashMap::new();
     for id in t.placed.keys().chain(std::iter::once(&NodeId::ROOT)) {
         if let Some(r) = m.view.get(*id) {
-            let w = r.data_winner();
+            let w = m.view.shown_version(*id);
             out.insert(
                 *id,
                 Facts {
                     attr: r.attr.clone(),
-                    size: w.map_or(0, |d| d.size),
-                    mtime_ns: w.map_or(0, |d| d.mtime_ns),
+                    size: w.as_ref().map_or(0, |d| d.size),
+                    mtime_ns: w.as_ref().map_or(0, |d| d.mtime_ns),
                     xattrs: r.xattrs.clone(),
                 },
             );

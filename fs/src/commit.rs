@@ -53,8 +53,8 @@ impl Shared {
             let mut m = self.lock();
             let w = m.pending.take();
             let mut was = Vec::new();
-            for (_, op) in &w.ops {
-                if let Some(id) = node_of(&op.key)
+            for (_, ch) in &w.changes {
+                if let Some(id) = node_of(ch.key())
                     && m.unwritten.remove(&id)
                 {
                     was.push(id);
@@ -63,9 +63,9 @@ impl Shared {
             (w, m.inodes.take_delta(), was)
         };
         let mut result = Ok(());
-        if !window.ops.is_empty() {
+        if !window.is_empty() {
             let batches = window.batches();
-            tracing::debug!(ops = window.ops.len(), entries = batches.len(), "group commit");
+            tracing::debug!(ops = window.changes.len(), entries = batches.len(), "group commit");
             match self.store.write_batches(batches.clone(), true) {
                 Ok(written) => {
                     let mut m = self.lock();
@@ -103,11 +103,12 @@ impl Shared {
                         m.pending.put_back(window);
                         m.unwritten.extend(was_unwritten);
                     }
-                    let msg = e.to_string();
+                    // The first error of a streak is the cause; later ones
+                    // (a poisoned database) only repeat it.
                     let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-                    if failing.as_deref() != Some(msg.as_str()) {
-                        tracing::error!("cannot write local changes to the store (kept, will retry): {msg}");
-                        *failing = Some(msg);
+                    if failing.is_none() {
+                        tracing::error!("cannot write local changes to the store (kept, will retry): {e}");
+                        *failing = Some(e.to_string());
                     }
                     result = Err(Errno::EIO);
                 }

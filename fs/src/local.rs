@@ -12,7 +12,7 @@ use crate::errno::{Errno, R, eio};
 use crate::files::OpenFile;
 use crate::inode_map::Inodes;
 use crate::inputs;
-use crate::model::{self, Attrs, DirEntry, Handle, Model, attr_op, data_op, loc_op, now_ns};
+use crate::model::{self, Attrs, DirEntry, Handle, Model, attr_op, loc_op, now_ns};
 use crate::node::{self, Attr, Kind, Loc, NodeId};
 use crate::tree::NAME_MAX;
 use crate::view::View;
@@ -33,6 +33,14 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<Time>,
+}
+
+/// What a new node is: kind, permission bits, symlink target, (uid, gid).
+struct New<'a> {
+    kind: Kind,
+    mode: u32,
+    target: &'a [u8],
+    owner: (u32, u32),
 }
 
 pub struct StatFs {
@@ -65,19 +73,27 @@ fn user_xattr(name: &[u8]) -> R<&[u8]> {
 /// Builds the model from the store: every node key, one settle.
 pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::Result<Model> {
     let mut view = View::new();
-    for (key, heads) in inputs::scan(store)? {
-        inputs::set_key(&mut view, &key, &heads);
-    }
+    store.each_heads(node::PREFIX, &mut |key, heads| inputs::set_key(&mut view, key, &heads))?;
     view.settle();
+    release_free_memory();
     let mut m = Model::new(me, view, inodes);
     if m.view.get(NodeId::ROOT).is_none_or(|r| r.attr.is_none()) {
         // A new share: its root's attributes and time are written once, so
         // every later mount (and every peer) shows the same.
         m.queue(attr_op(NodeId::ROOT, &model::root_attr()));
-        m.queue(data_op(NodeId::ROOT, &Manifest::default(), now_ns(), rand::random()));
+        m.queue_content(NodeId::ROOT, Arc::default(), now_ns(), rand::random());
         m.settle(true, &[]);
     }
     Ok(m)
+}
+
+/// Gives the memory a large load freed back to the system (glibc keeps it
+/// otherwise, and the daemon's RSS would stay at its peak).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Shared {
@@ -124,16 +140,13 @@ impl Shared {
     }
 
     /// A new node (mknod, mkdir, symlink, create). Returns it, looked up once.
-    fn make_locked(
-        &self,
-        m: &mut Model,
-        parent: u64,
-        name: &[u8],
-        kind: Kind,
-        mode: u32,
-        target: &[u8],
-        owner: (u32, u32),
-    ) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
+    fn make_locked(&self, m: &mut Model, parent: u64, name: &[u8], new: New) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
+        let New {
+            kind,
+            mode,
+            target,
+            owner,
+        } = new;
         let name = check_name(name)?;
         let p = m.dir(parent)?;
         if m.view.lookup(p, name).is_some() {
@@ -156,7 +169,7 @@ impl Shared {
         let version = rand::random();
         m.queue(loc_op(id, &loc));
         m.queue(attr_op(id, &attr));
-        m.queue(data_op(id, &Manifest::default(), now_ns(), version));
+        m.queue_content(id, Arc::default(), now_ns(), version);
         m.unwritten.insert(id);
         let invals = m.settle(true, &[(p, name)]);
         let a = m.entry(id)?;
@@ -165,7 +178,13 @@ impl Shared {
 
     pub fn make(&self, parent: u64, name: &[u8], kind: Kind, mode: u32, target: &[u8], owner: (u32, u32)) -> R<Attrs> {
         let mut m = self.lock();
-        let (_, a, invals, _) = self.make_locked(&mut m, parent, name, kind, mode, target, owner)?;
+        let new = New {
+            kind,
+            mode,
+            target,
+            owner,
+        };
+        let (_, a, invals, _) = self.make_locked(&mut m, parent, name, new)?;
         drop(m);
         self.finish(invals);
         Ok(a)
@@ -173,7 +192,13 @@ impl Shared {
 
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32)) -> R<(Attrs, u64)> {
         let mut m = self.lock();
-        let (id, a, invals, version) = self.make_locked(&mut m, parent, name, Kind::File, mode, b"", owner)?;
+        let new = New {
+            kind: Kind::File,
+            mode,
+            target: b"",
+            owner,
+        };
+        let (id, a, invals, version) = self.make_locked(&mut m, parent, name, new)?;
         let mut of = OpenFile::new();
         of.handles = 1;
         *of.cell.buf.lock().unwrap() = Some(FileBuf::new(Arc::new(Manifest::default()), version));
@@ -311,7 +336,7 @@ impl Shared {
                 // Directories and symlinks have no content to read: just the time.
                 let mut m = self.lock();
                 m.restore_place(id, false);
-                m.queue(data_op(id, &Manifest::default(), t, rand::random()));
+                m.queue_content(id, Arc::default(), t, rand::random());
                 let invals = m.settle(true, &[]);
                 drop(m);
                 self.finish(invals);
@@ -378,7 +403,11 @@ impl Shared {
                 if let Some(p) = m.pending_content(id) {
                     return Ok(p);
                 }
-                let v = m.view.get(id).ok_or(Errno::ENOENT)?.data_winner().map(|d| d.version);
+                m.view.get(id).ok_or(Errno::ENOENT)?;
+                let v = m.view.shown_version(id).map(|d| d.version);
+                if let Some(man) = v.and_then(|v| m.recalled(id, v)) {
+                    return Ok((v.expect("recalled"), man));
+                }
                 (node::data_key(id), v)
             }
         };
@@ -393,12 +422,13 @@ impl Shared {
             .collect();
         // The store may be ahead of the view (a peer's write not applied yet):
         // then its newest version is the one to read.
-        let pick = decoded
-            .iter()
-            .find(|(v, _)| *v == version)
-            .or_else(|| decoded.last())
+        let (v, man) = decoded
+            .into_iter()
+            .reduce(|a, b| if a.0 == version { a } else { b })
             .ok_or_else(|| eio(format!("no content for node {id:?}")))?;
-        Ok((pick.0, Arc::new(pick.1.clone())))
+        let man = Arc::new(man);
+        self.lock().remember(id, v, man.clone());
+        Ok((v, man))
     }
 
     pub fn open(&self, ino: u64, write: bool) -> R<u64> {
@@ -481,7 +511,7 @@ impl Shared {
         if !b.dirty {
             return Ok(());
         }
-        let manifest = Arc::new(b.manifest(self.store.as_ref()).map_err(eio)?);
+        let manifest = b.manifest(self.store.as_ref()).map_err(eio)?;
         let mtime = b.mtime.unwrap_or_else(now_ns);
         let version: u64 = rand::random();
         let invals = {
@@ -497,7 +527,7 @@ impl Shared {
             } else {
                 // A delete from a peer loses to this write (edit beats delete).
                 m.restore_place(id, true);
-                m.queue(data_op(id, &manifest, mtime, version));
+                m.queue_content(id, manifest.clone(), mtime, version);
                 if let Some(of) = m.open.get_mut(&id) {
                     of.read_cache = Some((version, manifest.clone()));
                 }
@@ -516,12 +546,8 @@ impl Shared {
     fn merge_content(&self, id: NodeId) -> R<()> {
         let (_, manifest) = self.current_content(id)?;
         let mut m = self.lock();
-        let mtime = m
-            .view
-            .get(id)
-            .and_then(|r| r.data_winner())
-            .map_or_else(now_ns, |d| d.mtime_ns);
-        m.queue(data_op(id, &manifest, mtime, rand::random()));
+        let mtime = m.view.shown_version(id).map_or_else(now_ns, |d| d.mtime_ns);
+        m.queue_content(id, manifest, mtime, rand::random());
         let invals = m.settle(true, &[]);
         drop(m);
         self.finish(invals);

@@ -15,7 +15,8 @@ use crate::files::{NO_MTIME, OpenFile};
 use crate::inode_map::Inodes;
 use crate::inputs;
 use crate::node::{self, Attr, Data, Kind, Loc, NodeId};
-use crate::pending::Pending;
+use crate::pending::{Change, Pending};
+use crate::tree::DataHead;
 use crate::view::View;
 
 /// What the kernel must forget.
@@ -91,6 +92,9 @@ pub struct Model {
     /// Deleted before any key of it was written: its record goes once nothing
     /// refers to it.
     pub forgotten: HashSet<NodeId>,
+    /// Manifests of files recently written here: (version, manifest).
+    recent: HashMap<NodeId, (u64, Arc<Manifest>)>,
+    recent_chunks: usize,
     next_fh: u64,
 }
 
@@ -106,6 +110,8 @@ impl Model {
             lookups: HashMap::new(),
             unwritten: HashSet::new(),
             forgotten: HashSet::new(),
+            recent: HashMap::new(),
+            recent_chunks: 0,
             next_fh: 1,
         }
     }
@@ -170,8 +176,8 @@ impl Model {
             (None, true) => root_attr(),
             (None, false) => return None,
         };
-        let w = r.data_winner();
-        let (mut size, mut mtime) = (w.map_or(0, |d| d.size), w.map_or(0, |d| d.mtime_ns));
+        let w = self.view.shown_version(id);
+        let (mut size, mut mtime) = (w.as_ref().map_or(0, |d| d.size), w.as_ref().map_or(0, |d| d.mtime_ns));
         if a.kind() == Kind::Symlink {
             size = a.target.len() as u64;
         }
@@ -220,7 +226,58 @@ impl Model {
     /// Queues a local op and shows it at once.
     pub fn queue(&mut self, op: Op) {
         inputs::set_pending(&mut self.view, &op, self.me);
-        self.pending.queue(op);
+        self.pending.queue(Change::Op(op));
+    }
+
+    /// Queues a new content version of `id` and shows it at once. The
+    /// manifest is encoded when the window is written, not here.
+    pub fn queue_content(&mut self, id: NodeId, manifest: Arc<Manifest>, mtime_ns: i64, version: u64) {
+        let head = DataHead {
+            version,
+            hlc: inputs::PENDING_HLC,
+            author: self.me,
+            entry: inputs::PENDING_ENTRY,
+            mtime_ns,
+            size: manifest.size(),
+        };
+        self.view.set_data(id, vec![head]);
+        self.remember(id, version, manifest.clone());
+        self.pending.queue(Change::Content {
+            key: node::data_key(id),
+            manifest,
+            mtime_ns,
+            version,
+        });
+    }
+
+    /// Keeps a large file's manifest for its next reader or writer, so that it
+    /// is not decoded again at every open. Small manifests decode in no time
+    /// and are not kept; the cache is bounded in entries and chunks.
+    pub fn remember(&mut self, id: NodeId, version: u64, manifest: Arc<Manifest>) {
+        const MIN_CHUNKS: usize = 64;
+        const MAX_ENTRIES: usize = 64;
+        const MAX_CHUNKS: usize = 1 << 18;
+        let n = manifest.chunks().len();
+        if let Some((_, old)) = self.recent.remove(&id) {
+            self.recent_chunks -= old.chunks().len();
+        }
+        if !(MIN_CHUNKS..=MAX_CHUNKS).contains(&n) {
+            return;
+        }
+        if self.recent.len() >= MAX_ENTRIES || self.recent_chunks + n > MAX_CHUNKS {
+            self.recent.clear();
+            self.recent_chunks = 0;
+        }
+        self.recent.insert(id, (version, manifest));
+        self.recent_chunks += n;
+    }
+
+    /// A remembered manifest of `id` at `version`.
+    pub fn recalled(&self, id: NodeId, version: u64) -> Option<Arc<Manifest>> {
+        self.recent
+            .get(&id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, m)| m.clone())
     }
 
     /// A local change of a node deleted elsewhere gives it its place back: a
@@ -231,14 +288,12 @@ impl Model {
         if self.open.get(&id).is_some_and(|o| o.unlinked_here) || (!content && !self.view.is_shown(id)) {
             return;
         }
-        let Some(w) = self.view.get(id).and_then(|r| r.win()) else {
-            return;
-        };
-        if w.loc.deleted {
+        let Some(w) = self.view.loc(id) else { return };
+        if w.deleted {
             let loc = Loc {
                 deleted: false,
                 seen_data: vec![],
-                ..w.loc.clone()
+                ..w
             };
             self.queue(loc_op(id, &loc));
         }
@@ -249,17 +304,17 @@ impl Model {
     /// for a node none of whose keys was ever written, no op at all.
     pub fn delete(&mut self, id: NodeId) {
         let Some(r) = self.view.get(id) else { return };
-        let Some(w) = r.win() else { return };
+        let Some(w) = self.view.loc(id) else { return };
         let loc = Loc {
             deleted: true,
-            seen_data: r.data.iter().map(|d| d.version).collect(),
-            ..w.loc.clone()
+            seen_data: r.versions().collect(),
+            ..w
         };
         if self.unwritten.remove(&id) {
             // An open handle still reads and writes it (POSIX): its content
             // lives on there, since the store will never have it.
             let content = self.pending_content(id);
-            let mtime = r.data_winner().map_or(0, |d| d.mtime_ns);
+            let mtime = self.view.shown_version(id).map_or(0, |d| d.mtime_ns);
             if let Some(o) = self.open.get_mut(&id) {
                 o.detached = o.detached.take().or(content.map(|(_, m)| (m, mtime)));
             }
@@ -288,11 +343,11 @@ impl Model {
         let d = self.view.settle();
         let mut out = Vec::new();
         for (dir, name) in d.names {
-            if own.iter().any(|(p, n)| *p == dir && *n == name.as_slice()) {
+            if own.iter().any(|(p, n)| *p == dir && *n == &name[..]) {
                 continue;
             }
             if let Some(pino) = self.inodes.get(dir) {
-                out.push(Inval::Entry(pino, name));
+                out.push(Inval::Entry(pino, name.into_vec()));
             }
         }
         if !local {
@@ -313,13 +368,13 @@ impl Model {
         if let Some(c) = self.view.copy(id) {
             return Some(c.copy.head.version);
         }
-        self.view.get(id)?.data_winner().map(|d| d.version)
+        self.view.shown_version(id).map(|d| d.version)
     }
 
     /// The listing of a shown directory, numbering its children.
     pub fn listing(&mut self, dir: NodeId) -> Vec<DirEntry> {
-        let kids: Vec<(Vec<u8>, NodeId)> = self.view.list(dir).map(|(n, id)| (n.clone(), id)).collect();
-        let parent = self.view.get(dir).and_then(|r| r.shown()).map_or(NodeId::ROOT, |s| s.0);
+        let kids: Vec<(Vec<u8>, NodeId)> = self.view.list(dir).map(|(n, id)| (n.to_vec(), id)).collect();
+        let parent = self.view.get(dir).and_then(|r| r.shown_in()).unwrap_or(NodeId::ROOT);
         let mut out = Vec::with_capacity(kids.len() + 2);
         out.push(DirEntry {
             ino: self.inodes.ino(dir),
@@ -342,11 +397,9 @@ impl Model {
         out
     }
 
-    /// The decoded content of a pending op of `id`'s `d` key, if there is one.
+    /// The content of a pending change of `id`'s `d` key, if there is one.
     pub fn pending_content(&self, id: NodeId) -> Option<(u64, Arc<Manifest>)> {
-        let op = self.pending.get(&node::data_key(id))?;
-        let (d, m) = inputs::decode_data(op.value.as_ref()?)?;
-        Some((d.version, Arc::new(m)))
+        self.pending.content(&node::data_key(id))
     }
 }
 

@@ -8,7 +8,8 @@
 //! - conflict copies, by id.
 //!
 //! Changing one claim touches its slot and, when the losers of a slot change,
-//! the slots of their clash names: never the rest of the directory.
+//! the slots of their clash names: never the rest of the directory. Almost
+//! every slot has one claimant and nothing else; that case is kept inline.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,43 +18,52 @@ use store::{AuthorId, Hlc};
 use crate::node::NodeId;
 use crate::tree::clash_name;
 
-/// A node's claim on its own name.
+/// A node's claim on its own name. `author` numbers the place's author in the
+/// table the caller passes along.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub dir: NodeId,
-    pub name: Vec<u8>,
+    pub name: Box<[u8]>,
     pub hlc: Hlc,
-    pub author: AuthorId,
+    pub author: u32,
 }
 
 /// A slot whose holder changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub dir: NodeId,
-    pub name: Vec<u8>,
+    pub name: Box<[u8]>,
     pub old: Option<NodeId>,
     pub new: Option<NodeId>,
 }
 
+type Own = (Hlc, NodeId, u32);
+
 #[derive(Default, Debug)]
-struct Slot {
+struct Tiers {
     /// Sorted: the first holds the name.
-    own: Vec<(Hlc, NodeId, AuthorId)>,
+    own: Vec<Own>,
     clash: Vec<NodeId>,
     copies: Vec<NodeId>,
-    holder: Option<NodeId>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    One(Own),
+    Many(Box<Tiers>),
 }
 
 impl Slot {
     fn holder(&self) -> Option<NodeId> {
-        self.own
-            .first()
-            .map(|c| c.1)
-            .or_else(|| self.clash.first().copied())
-            .or_else(|| self.copies.first().copied())
-    }
-    fn is_empty(&self) -> bool {
-        self.own.is_empty() && self.clash.is_empty() && self.copies.is_empty()
+        match self {
+            Slot::One(o) => Some(o.1),
+            Slot::Many(t) => t
+                .own
+                .first()
+                .map(|c| c.1)
+                .or_else(|| t.clash.first().copied())
+                .or_else(|| t.copies.first().copied()),
+        }
     }
 }
 
@@ -71,22 +81,22 @@ fn remove_sorted<T: Ord>(v: &mut Vec<T>, x: &T) {
 
 #[derive(Default)]
 pub struct Names {
-    dirs: HashMap<NodeId, BTreeMap<Vec<u8>, Slot>>,
+    dirs: HashMap<NodeId, BTreeMap<Box<[u8]>, Slot>>,
 }
 
 impl Names {
     /// The holder of `name` in `dir`.
     pub fn get(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        self.dirs.get(&dir)?.get(name)?.holder
+        self.dirs.get(&dir)?.get(name)?.holder()
     }
 
     /// Every held name of `dir`, in name order.
-    pub fn list(&self, dir: NodeId) -> impl Iterator<Item = (&Vec<u8>, NodeId)> {
+    pub fn list(&self, dir: NodeId) -> impl Iterator<Item = (&[u8], NodeId)> {
         self.dirs
             .get(&dir)
             .into_iter()
             .flatten()
-            .filter_map(|(name, s)| Some((name, s.holder?)))
+            .filter_map(|(name, s)| Some((&name[..], s.holder()?)))
     }
 
     /// Does `dir` hold any name?
@@ -94,71 +104,82 @@ impl Names {
         self.list(dir).next().is_some()
     }
 
-    pub fn add_own(&mut self, id: NodeId, c: &Claim, ev: &mut Vec<Event>) {
-        self.change_own(c, ev, |own| insert_sorted(own, (c.hlc, id, c.author)));
+    pub fn add_own(&mut self, id: NodeId, c: &Claim, authors: &[AuthorId], ev: &mut Vec<Event>) {
+        self.change_own(c, authors, ev, |own| insert_sorted(own, (c.hlc, id, c.author)));
     }
 
-    pub fn remove_own(&mut self, id: NodeId, c: &Claim, ev: &mut Vec<Event>) {
-        self.change_own(c, ev, |own| remove_sorted(own, &(c.hlc, id, c.author)));
+    pub fn remove_own(&mut self, id: NodeId, c: &Claim, authors: &[AuthorId], ev: &mut Vec<Event>) {
+        self.change_own(c, authors, ev, |own| remove_sorted(own, &(c.hlc, id, c.author)));
     }
 
     pub fn add_copy(&mut self, dir: NodeId, name: &[u8], id: NodeId, ev: &mut Vec<Event>) {
-        insert_sorted(&mut self.slot(dir, name).copies, id);
-        self.refresh(dir, name, ev);
+        self.change(dir, name, ev, |t| insert_sorted(&mut t.copies, id));
     }
 
     pub fn remove_copy(&mut self, dir: NodeId, name: &[u8], id: NodeId, ev: &mut Vec<Event>) {
-        remove_sorted(&mut self.slot(dir, name).copies, &id);
-        self.refresh(dir, name, ev);
+        self.change(dir, name, ev, |t| remove_sorted(&mut t.copies, &id));
     }
 
-    fn slot(&mut self, dir: NodeId, name: &[u8]) -> &mut Slot {
+    /// Changes one slot through its tiers, keeps it compact, and records a
+    /// change of holder.
+    fn change<R>(&mut self, dir: NodeId, name: &[u8], ev: &mut Vec<Event>, f: impl FnOnce(&mut Tiers) -> R) -> R {
         let d = self.dirs.entry(dir).or_default();
-        if !d.contains_key(name) {
-            d.insert(name.to_vec(), Slot::default());
-        }
-        d.get_mut(name).expect("inserted")
-    }
-
-    /// Changes the own-name claims of one slot, then moves the clash claims of
-    /// the nodes that stopped or started losing it.
-    fn change_own(&mut self, c: &Claim, ev: &mut Vec<Event>, f: impl FnOnce(&mut Vec<(Hlc, NodeId, AuthorId)>)) {
-        let slot = self.slot(c.dir, &c.name);
-        let before: Vec<(NodeId, AuthorId)> = slot.own.iter().skip(1).map(|x| (x.1, x.2)).collect();
-        f(&mut slot.own);
-        let after: Vec<(NodeId, AuthorId)> = slot.own.iter().skip(1).map(|x| (x.1, x.2)).collect();
-        for (id, author) in before.iter().filter(|l| !after.contains(l)) {
-            let n = clash_name(&c.name, author, *id);
-            remove_sorted(&mut self.slot(c.dir, &n).clash, id);
-            self.refresh(c.dir, &n, ev);
-        }
-        for (id, author) in after.iter().filter(|l| !before.contains(l)) {
-            let n = clash_name(&c.name, author, *id);
-            insert_sorted(&mut self.slot(c.dir, &n).clash, *id);
-            self.refresh(c.dir, &n, ev);
-        }
-        self.refresh(c.dir, &c.name, ev);
-    }
-
-    fn refresh(&mut self, dir: NodeId, name: &[u8], ev: &mut Vec<Event>) {
-        let Some(d) = self.dirs.get_mut(&dir) else { return };
-        let Some(slot) = d.get_mut(name) else { return };
-        let new = slot.holder();
-        let old = slot.holder;
-        slot.holder = new;
-        if slot.is_empty() {
-            d.remove(name);
-            if d.is_empty() {
+        let (old, mut tiers) = match d.remove(name) {
+            None => (None, Tiers::default()),
+            Some(s) => (
+                s.holder(),
+                match s {
+                    Slot::One(o) => Tiers {
+                        own: vec![o],
+                        ..Default::default()
+                    },
+                    Slot::Many(t) => *t,
+                },
+            ),
+        };
+        let r = f(&mut tiers);
+        let slot = match (tiers.own.len(), tiers.clash.is_empty() && tiers.copies.is_empty()) {
+            (0, true) => None,
+            (1, true) => Some(Slot::One(tiers.own[0])),
+            _ => Some(Slot::Many(Box::new(tiers))),
+        };
+        let new = slot.as_ref().and_then(Slot::holder);
+        match slot {
+            Some(s) => {
+                d.insert(name.into(), s);
+            }
+            None if d.is_empty() => {
                 self.dirs.remove(&dir);
             }
+            None => {}
         }
         if old != new {
             ev.push(Event {
                 dir,
-                name: name.to_vec(),
+                name: name.into(),
                 old,
                 new,
             });
+        }
+        r
+    }
+
+    /// Changes the own-name claims of one slot, then moves the clash claims of
+    /// the nodes that stopped or started losing it.
+    fn change_own(&mut self, c: &Claim, authors: &[AuthorId], ev: &mut Vec<Event>, f: impl FnOnce(&mut Vec<Own>)) {
+        let (before, after) = self.change(c.dir, &c.name, ev, |t| {
+            let losers = |own: &Vec<Own>| own.iter().skip(1).map(|x| (x.1, x.2)).collect::<Vec<_>>();
+            let before = losers(&t.own);
+            f(&mut t.own);
+            (before, losers(&t.own))
+        });
+        for (id, author) in before.iter().filter(|l| !after.contains(l)) {
+            let n = clash_name(&c.name, &authors[*author as usize], *id);
+            self.change(c.dir, &n, ev, |t| remove_sorted(&mut t.clash, id));
+        }
+        for (id, author) in after.iter().filter(|l| !before.contains(l)) {
+            let n = clash_name(&c.name, &authors[*author as usize], *id);
+            self.change(c.dir, &n, ev, |t| insert_sorted(&mut t.clash, *id));
         }
     }
 }

@@ -14,7 +14,7 @@
 //! - **kept** (rule 2, bottom-up): a directory is kept while a kept child lives
 //!   in it; each node counts its kept children, so a change climbs only while
 //!   it flips something;
-//! - **chain** (rule 3, top-down): a node is reachable when its parent is a
+//! - **reachable** (rule 3, top-down): a node is reachable when its parent is a
 //!   known, reachable directory; a flip visits the children, which is exactly
 //!   the part of the tree that appears or disappears;
 //! - **names** (rules 5, 6): see `names.rs`.
@@ -22,43 +22,100 @@
 //! A node is shown when it is reachable and kept, and holds a name. The cost of
 //! a change is the nodes whose state it changes, never the size of the tree:
 //! [`View::visits`] counts them, and a test holds it flat at 100,000 files.
+//!
+//! Memory: a node's heads name their author and entry by number (a share has
+//! few authors, and one entry writes many nodes), so a file costs a few hundred
+//! bytes here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+
+use store::{AuthorId, EntryId, Hlc};
 
 use crate::names::{Claim, Event, Names};
-use crate::node::{Attr, Kind, NodeId};
+use crate::node::{Attr, Kind, Loc, NodeId};
 use crate::tree::{self, Copy, DataHead, LocHead, NodeInput, Placed, Rank, Tree};
+
+/// Values numbered in the order they are first seen.
+struct Table<T> {
+    list: Vec<T>,
+    no: HashMap<T, u32>,
+}
+
+impl<T: std::marker::Copy + Eq + Hash> Table<T> {
+    fn new() -> Self {
+        Table {
+            list: Vec::new(),
+            no: HashMap::new(),
+        }
+    }
+    fn no(&mut self, t: T) -> u32 {
+        if let Some(n) = self.no.get(&t) {
+            return *n;
+        }
+        let n = self.list.len() as u32;
+        self.list.push(t);
+        self.no.insert(t, n);
+        n
+    }
+    fn get(&self, n: u32) -> T {
+        self.list[n as usize]
+    }
+}
+
+/// One head of a node's place, compact.
+#[derive(Clone, Debug)]
+struct Place {
+    /// `None` when the stored bytes are not a node id.
+    parent: Option<NodeId>,
+    name: Box<[u8]>,
+    deleted: bool,
+    seen: Box<[u64]>,
+    hlc: Hlc,
+    author: u32,
+    entry: u32,
+}
+
+/// One live head of a node's content, compact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Version {
+    version: u64,
+    hlc: Hlc,
+    author: u32,
+    entry: u32,
+    mtime_ns: i64,
+    size: u64,
+}
 
 /// One node: its inputs (the heads of its keys, as the mount sees them) and
 /// what the rules derived from them.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Rec {
-    pub locs: Vec<LocHead>,
+    places: Box<[Place]>,
     pub attr: Option<Attr>,
-    /// Live heads of the content key.
-    pub data: Vec<DataHead>,
+    versions: Box<[Version]>,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     d: Derived,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Derived {
     /// Existence and kind as of the last settle (inputs change before it).
     exists: bool,
     kind: Option<Kind>,
-    win: Option<usize>,
-    rank: Option<Rank>,
-    raw_parent: Option<NodeId>,
-    link: Option<NodeId>,
     own: bool,
     chain_ok: bool,
     kept: bool,
+    win: Option<u32>,
+    raw_parent: Option<NodeId>,
+    link: Option<NodeId>,
     /// The parent whose kept-children count includes this node.
     contrib: Option<NodeId>,
     claim: Option<Claim>,
-    shown: Option<(NodeId, Vec<u8>)>,
-    /// Copies claimed for this file's other content heads: (copy, dir, name).
-    copies: Vec<(NodeId, NodeId, Vec<u8>)>,
+    /// Shown (in its claim's directory), and whether under its clash name.
+    shown: Option<bool>,
+    /// Copies claimed for this file's other content heads.
+    copies: Box<[CopyClaim]>,
 }
 
 impl Rec {
@@ -68,43 +125,44 @@ impl Rec {
     pub fn kind(&self) -> Option<Kind> {
         self.attr.as_ref().map(Attr::kind)
     }
-    /// The winning place.
-    pub fn win(&self) -> Option<&LocHead> {
-        self.d.win.map(|i| &self.locs[i])
-    }
-    /// Where the node is shown: (directory, name).
-    pub fn shown(&self) -> Option<&(NodeId, Vec<u8>)> {
-        self.d.shown.as_ref()
-    }
-    /// The head whose content is shown.
-    pub fn data_winner(&self) -> Option<&DataHead> {
-        tree::data_winner(&self.data)
-    }
     /// The node's parent after cycles are broken.
     pub fn link(&self) -> Option<NodeId> {
         self.d.link
     }
+    /// The directory the node is shown in.
+    pub fn shown_in(&self) -> Option<NodeId> {
+        self.d.shown.and(self.d.claim.as_ref()).map(|c| c.dir)
+    }
+    /// The versions of its live content heads.
+    pub fn versions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.versions.iter().map(|v| v.version)
+    }
+    fn place(&self) -> Option<&Place> {
+        self.d.win.map(|i| &self.places[i as usize])
+    }
 }
+
+/// A copy's claim: (copy, directory, name).
+type CopyClaim = (NodeId, NodeId, Box<[u8]>);
 
 /// A conflict copy in the view.
 #[derive(Clone, Debug)]
 pub struct CopyRec {
     pub copy: Copy,
-    pub shown: Option<(NodeId, Vec<u8>)>,
+    shown: Option<(NodeId, Box<[u8]>)>,
 }
 
 /// What a settle changed, for the kernel's caches.
 #[derive(Debug, Default)]
 pub struct Delta {
     /// Names whose holder changed: (directory, name).
-    pub names: Vec<(NodeId, Vec<u8>)>,
+    pub names: Vec<(NodeId, Box<[u8]>)>,
     /// Nodes whose attributes or content changed.
     pub nodes: Vec<NodeId>,
     /// Nodes and copies no longer shown.
     pub hidden: Vec<NodeId>,
 }
 
-#[derive(Default)]
 pub struct View {
     recs: HashMap<NodeId, Rec>,
     /// Children by link, whether or not they are shown.
@@ -115,16 +173,37 @@ pub struct View {
     cycles: HashMap<NodeId, Vec<NodeId>>,
     names: Names,
     copies: HashMap<NodeId, CopyRec>,
+    authors: Table<AuthorId>,
+    entries: Table<EntryId>,
     touched: BTreeSet<NodeId>,
     content: BTreeSet<NodeId>,
     visits: u64,
 }
 
+impl Default for View {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl View {
     pub fn new() -> View {
-        let mut v = View::default();
-        v.recs.insert(NodeId::ROOT, Rec::default());
-        v
+        let mut recs = HashMap::new();
+        recs.insert(NodeId::ROOT, Rec::default());
+        View {
+            recs,
+            kids: HashMap::new(),
+            kept_kids: HashMap::new(),
+            cycle_of: HashMap::new(),
+            cycles: HashMap::new(),
+            names: Names::default(),
+            copies: HashMap::new(),
+            authors: Table::new(),
+            entries: Table::new(),
+            touched: BTreeSet::new(),
+            content: BTreeSet::new(),
+            visits: 0,
+        }
     }
 
     /// Nodes visited by settling so far (the work counter the scale test reads).
@@ -155,7 +234,7 @@ impl View {
     }
 
     /// `dir`'s shown children, in name order.
-    pub fn list(&self, dir: NodeId) -> impl Iterator<Item = (&Vec<u8>, NodeId)> {
+    pub fn list(&self, dir: NodeId) -> impl Iterator<Item = (&[u8], NodeId)> {
         self.names.list(dir)
     }
 
@@ -176,25 +255,36 @@ impl View {
             if id == ancestor {
                 return true;
             }
-            match self.recs.get(&id).and_then(|r| r.d.shown.as_ref()) {
-                Some((p, _)) => id = *p,
+            match self.recs.get(&id).and_then(Rec::shown_in) {
+                Some(p) => id = p,
                 None => return false,
             }
         }
+    }
+
+    /// Where `id` is shown: (directory, name).
+    pub fn place_of(&self, id: NodeId) -> Option<(NodeId, Vec<u8>)> {
+        if let Some(c) = self.copies.get(&id) {
+            return c.shown.as_ref().map(|(d, n)| (*d, n.to_vec()));
+        }
+        let r = self.recs.get(&id)?;
+        let clash = r.d.shown?;
+        let c = r.d.claim.as_ref()?;
+        let dir = c.dir;
+        Some(if clash {
+            (dir, tree::clash_name(&c.name, &self.authors.get(c.author), id))
+        } else {
+            (dir, c.name.to_vec())
+        })
     }
 
     /// The path of a shown node, for messages and `mountctl conflicts`.
     pub fn path_of(&self, mut id: NodeId) -> String {
         let mut parts = Vec::new();
         while id != NodeId::ROOT {
-            let shown = self
-                .recs
-                .get(&id)
-                .and_then(|r| r.d.shown.as_ref())
-                .or_else(|| self.copies.get(&id).and_then(|c| c.shown.as_ref()));
-            let Some((p, name)) = shown else { break };
-            parts.push(String::from_utf8_lossy(name).into_owned());
-            id = *p;
+            let Some((p, name)) = self.place_of(id) else { break };
+            parts.push(String::from_utf8_lossy(&name).into_owned());
+            id = p;
         }
         parts.reverse();
         format!("/{}", parts.join("/"))
@@ -212,6 +302,43 @@ impl View {
         out
     }
 
+    /// The node's winning place, as stored.
+    pub fn loc(&self, id: NodeId) -> Option<Loc> {
+        let p = self.recs.get(&id)?.place()?;
+        Some(Loc {
+            parent: p.parent.map_or_else(Vec::new, |n| n.0.to_vec()),
+            name: p.name.to_vec(),
+            deleted: p.deleted,
+            seen_data: p.seen.to_vec(),
+        })
+    }
+
+    /// The content head a file shows.
+    pub fn shown_version(&self, id: NodeId) -> Option<DataHead> {
+        let r = self.recs.get(&id)?;
+        self.winner(&r.versions).map(|v| self.data_head(v))
+    }
+
+    fn data_head(&self, v: &Version) -> DataHead {
+        DataHead {
+            version: v.version,
+            hlc: v.hlc,
+            author: self.authors.get(v.author),
+            entry: self.entries.get(v.entry),
+            mtime_ns: v.mtime_ns,
+            size: v.size,
+        }
+    }
+
+    fn winner<'a>(&self, vs: &'a [Version]) -> Option<&'a Version> {
+        vs.iter()
+            .max_by_key(|v| (v.hlc, self.authors.get(v.author), self.entries.get(v.entry)))
+    }
+
+    fn rank(&self, id: NodeId, p: &Place) -> Rank {
+        (p.hlc, self.authors.get(p.author), self.entries.get(p.entry), id)
+    }
+
     // ---- inputs ----
 
     fn rec(&mut self, id: NodeId) -> &mut Rec {
@@ -220,9 +347,24 @@ impl View {
     }
 
     pub fn set_locs(&mut self, id: NodeId, locs: Vec<LocHead>) {
-        if id != NodeId::ROOT {
-            self.rec(id).locs = locs;
+        if id == NodeId::ROOT {
+            return;
         }
+        // Exact-size slices: a node's heads are kept for as long as it exists.
+        let places = locs
+            .into_iter()
+            .map(|h| Place {
+                parent: NodeId::from_slice(&h.loc.parent),
+                name: h.loc.name.into_boxed_slice(),
+                deleted: h.loc.deleted,
+                seen: h.loc.seen_data.into_boxed_slice(),
+                hlc: h.hlc,
+                author: self.authors.no(h.author),
+                entry: self.entries.no(h.entry),
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        self.rec(id).places = places;
     }
 
     pub fn set_attr(&mut self, id: NodeId, attr: Option<Attr>) {
@@ -232,7 +374,19 @@ impl View {
 
     pub fn set_data(&mut self, id: NodeId, data: Vec<DataHead>) {
         self.content.insert(id);
-        self.rec(id).data = data;
+        let versions = data
+            .into_iter()
+            .map(|d| Version {
+                version: d.version,
+                hlc: d.hlc,
+                author: self.authors.no(d.author),
+                entry: self.entries.no(d.entry),
+                mtime_ns: d.mtime_ns,
+                size: d.size,
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        self.rec(id).versions = versions;
     }
 
     pub fn set_xattr(&mut self, id: NodeId, name: &[u8], value: Option<Vec<u8>>) {
@@ -244,14 +398,20 @@ impl View {
         };
     }
 
-    /// Replaces the head `entry` with `head` in `id`'s places (a pending write
-    /// that got its entry).
+    /// Gives a pending place its entry: `head` replaces the node's only place
+    /// head when that head says the same.
     pub fn rerank_loc(&mut self, id: NodeId, head: LocHead) {
-        if let Some(r) = self.recs.get(&id)
-            && r.locs.len() == 1
-            && r.locs[0].loc == head.loc
-        {
-            self.rec(id).locs = vec![head];
+        let same = self.recs.get(&id).is_some_and(|r| {
+            r.places.len() == 1 && {
+                let p = &r.places[0];
+                p.parent == NodeId::from_slice(&head.loc.parent)
+                    && *p.name == *head.loc.name
+                    && p.deleted == head.loc.deleted
+                    && *p.seen == *head.loc.seen_data
+            }
+        });
+        if same {
+            self.set_locs(id, vec![head]);
         }
     }
 
@@ -296,34 +456,36 @@ impl View {
             if x == NodeId::ROOT {
                 continue;
             }
-            let Some(r) = self.recs.get_mut(&x) else { continue };
-            let (old_rank, old_raw, old_exists, old_kind) = (r.d.rank, r.d.raw_parent, r.d.exists, r.d.kind);
-            r.d.win = r
-                .locs
+            let Some(r) = self.recs.get(&x) else { continue };
+            let win = r
+                .places
                 .iter()
                 .enumerate()
-                .max_by_key(|(_, h)| tree::rank(x, h))
-                .map(|(i, _)| i);
+                .max_by_key(|(_, p)| self.rank(x, p))
+                .map(|(i, _)| i as u32);
+            let r = self.recs.get_mut(&x).expect("present");
+            let (old_raw, old_exists, old_kind) = (r.d.raw_parent, r.d.exists, r.d.kind);
+            r.d.win = win;
             let exists = r.exists();
             r.d.exists = exists;
             r.d.kind = r.kind();
-            r.d.rank = if exists {
-                r.win().map(|h| tree::rank(x, h))
-            } else {
-                None
+            let (raw, own) = match r.place().filter(|_| exists) {
+                None => (None, false),
+                Some(p) => (
+                    p.parent,
+                    p.parent.is_some()
+                        && (!p.deleted
+                            || (r.d.kind != Some(Kind::Dir)
+                                && r.versions.iter().any(|v| !p.seen.contains(&v.version)))),
+                ),
             };
-            r.d.raw_parent = if exists {
-                r.win().and_then(|h| NodeId::from_slice(&h.loc.parent))
-            } else {
-                None
-            };
-            r.d.own = exists
-                && r.d.raw_parent.is_some()
-                && tree::alive(r.kind().expect("exists"), r.win().expect("exists"), &r.data);
-            if r.d.raw_parent != old_raw || r.d.rank != old_rank {
+            r.d.raw_parent = raw;
+            r.d.own = own;
+            // A cycle member's rank decides which member is re-homed: look again.
+            if r.d.raw_parent != old_raw || self.cycle_of.contains_key(&x) {
                 relink.push(x);
             }
-            if exists != old_exists || r.kind() != old_kind {
+            if exists != old_exists || r.d.kind != old_kind {
                 chain_work.extend(self.kids.get(&x).into_iter().flatten().copied());
             }
             kept_work.push(x);
@@ -351,7 +513,10 @@ impl View {
             if let Some(members) = self.find_cycle(y) {
                 let rep = *members
                     .iter()
-                    .max_by_key(|m| self.recs[*m].d.rank)
+                    .max_by_key(|m| {
+                        let r = &self.recs[*m];
+                        self.rank(**m, r.place().expect("in a cycle"))
+                    })
                     .expect("non-empty cycle");
                 for m in &members {
                     self.cycle_of.insert(*m, rep);
@@ -452,22 +617,31 @@ impl View {
             self.visits += 1;
             let Some(r) = self.recs.get(&x) else { continue };
             let want = (r.exists() && r.d.chain_ok && r.d.kept).then(|| {
-                let w = r.win().expect("exists");
+                let p = r.place().expect("exists");
                 Claim {
                     dir: r.d.link.expect("reachable"),
-                    name: tree::shown_name(&w.loc.name, x),
-                    hlc: w.hlc,
-                    author: w.author,
+                    name: tree::shown_name(&p.name, x).into_boxed_slice(),
+                    hlc: p.hlc,
+                    author: p.author,
                 }
             });
             if want != r.d.claim {
                 let old = std::mem::replace(&mut self.recs.get_mut(&x).expect("present").d.claim, want.clone());
                 if let Some(c) = old {
-                    self.names.remove_own(x, &c, &mut ev);
+                    self.names.remove_own(x, &c, &self.authors.list, &mut ev);
                 }
                 if let Some(c) = want {
-                    self.names.add_own(x, &c, &mut ev);
+                    self.names.add_own(x, &c, &self.authors.list, &mut ev);
                 }
+                // Its claim changed: where it is shown may have too, even
+                // where no slot changed holder, and its copies go with it.
+                copy_work.insert(x);
+                ev.push(Event {
+                    dir: NodeId::ROOT,
+                    name: Box::default(),
+                    old: Some(x),
+                    new: None,
+                });
             }
         }
         let mut delta = Delta::default();
@@ -508,32 +682,48 @@ impl View {
         }
     }
 
-    /// Records new holders; returns the nodes and copies whose shown place changed.
+    /// Whether `x` is shown now, read from the slots of its claim's
+    /// directory: under its own name (false), else its clash name (true).
+    fn display(&self, x: NodeId) -> Option<bool> {
+        let c = self.recs.get(&x)?.d.claim.as_ref()?;
+        if self.names.get(c.dir, &c.name) == Some(x) {
+            return Some(false);
+        }
+        let clash = tree::clash_name(&c.name, &self.authors.get(c.author), x);
+        (self.names.get(c.dir, &clash) == Some(x)).then_some(true)
+    }
+
+    /// Records changed holders; returns the nodes and copies whose shown
+    /// place changed.
     fn apply_events(&mut self, ev: &[Event], delta: &mut Delta) -> Vec<NodeId> {
-        let mut moved = Vec::new();
+        let mut who: BTreeSet<NodeId> = BTreeSet::new();
         for e in ev {
-            delta.names.push((e.dir, e.name.clone()));
-            let place = (e.dir, e.name.clone());
-            if let Some(o) = e.old {
-                if let Some(r) = self.recs.get_mut(&o) {
-                    if r.d.shown.as_ref() == Some(&place) {
-                        r.d.shown = None;
-                        moved.push(o);
-                    }
-                } else if let Some(c) = self.copies.get_mut(&o)
-                    && c.shown.as_ref() == Some(&place)
-                {
-                    c.shown = None;
-                    moved.push(o);
-                }
+            if !e.name.is_empty() {
+                delta.names.push((e.dir, e.name.clone()));
             }
-            if let Some(n) = e.new {
-                if let Some(r) = self.recs.get_mut(&n) {
-                    r.d.shown = Some(place);
-                    moved.push(n);
-                } else if let Some(c) = self.copies.get_mut(&n) {
-                    c.shown = Some(place);
-                    moved.push(n);
+            who.extend(e.old);
+            who.extend(e.new);
+        }
+        let mut moved = Vec::new();
+        for id in who {
+            if self.recs.contains_key(&id) {
+                let now = self.display(id);
+                let r = self.recs.get_mut(&id).expect("present");
+                if r.d.shown != now {
+                    r.d.shown = now;
+                    moved.push(id);
+                }
+            } else if let Some(c) = self.copies.get(&id) {
+                let now = self
+                    .recs
+                    .get(&c.copy.of)
+                    .and_then(|r| r.d.copies.iter().find(|k| k.0 == id))
+                    .filter(|k| self.names.get(k.1, &k.2) == Some(id))
+                    .map(|k| (k.1, k.2.clone()));
+                let c = self.copies.get_mut(&id).expect("present");
+                if c.shown != now {
+                    c.shown = now;
+                    moved.push(id);
                 }
             }
         }
@@ -544,15 +734,16 @@ impl View {
     /// returns the copies it dropped.
     fn fix_copies(&mut self, x: NodeId, ev: &mut Vec<Event>) -> Vec<NodeId> {
         let Some(r) = self.recs.get(&x) else { return Vec::new() };
-        let mut want: Vec<(NodeId, NodeId, Vec<u8>, DataHead)> = Vec::new();
-        if let (Some((dir, name)), Some(Kind::File), true) = (r.d.shown.as_ref(), r.kind(), r.data.len() > 1) {
-            let w = r.data_winner().expect("several heads");
-            for h in r.data.iter().filter(|h| *h != w) {
-                let (cid, cname) = tree::copy_of(x, name, h);
-                want.push((cid, *dir, cname, h.clone()));
+        let mut want: Vec<(NodeId, NodeId, Box<[u8]>, DataHead)> = Vec::new();
+        if let (Some((dir, name)), Some(Kind::File), true) = (self.place_of(x), r.kind(), r.versions.len() > 1) {
+            let w = self.winner(&r.versions).expect("several heads");
+            for v in r.versions.iter().filter(|v| *v != w) {
+                let h = self.data_head(v);
+                let (cid, cname) = tree::copy_of(x, &name, &h);
+                want.push((cid, dir, cname.into_boxed_slice(), h));
             }
         }
-        let have = r.d.copies.clone();
+        let have = &r.d.copies;
         if have.len() == want.len()
             && have
                 .iter()
@@ -566,6 +757,7 @@ impl View {
             }
             return Vec::new();
         }
+        let have = have.to_vec();
         let dropped = have
             .iter()
             .map(|c| c.0)
@@ -575,21 +767,28 @@ impl View {
             self.copies.remove(cid);
             self.names.remove_copy(*dir, name, *cid, ev);
         }
-        for (cid, dir, name, head) in &want {
+        self.recs.get_mut(&x).expect("present").d.copies = want
+            .iter()
+            .map(|(cid, dir, name, _)| (*cid, *dir, name.clone()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        for (cid, dir, name, head) in want {
             self.copies.insert(
-                *cid,
+                cid,
                 CopyRec {
-                    copy: Copy {
-                        of: x,
-                        head: head.clone(),
-                    },
+                    copy: Copy { of: x, head },
                     shown: None,
                 },
             );
-            self.names.add_copy(*dir, name, *cid, ev);
+            self.names.add_copy(dir, &name, cid, ev);
+            // Re-added in place: its slot may keep its holder, and no event says so.
+            ev.push(Event {
+                dir,
+                name: Box::default(),
+                old: None,
+                new: Some(cid),
+            });
         }
-        self.recs.get_mut(&x).expect("present").d.copies =
-            want.into_iter().map(|(cid, dir, name, _)| (cid, dir, name)).collect();
         dropped
     }
 
@@ -600,12 +799,12 @@ impl View {
         while let Some(dir) = stack.pop() {
             let mut kids = BTreeMap::new();
             for (name, id) in self.names.list(dir) {
-                kids.insert(name.clone(), id);
+                kids.insert(name.to_vec(), id);
                 t.placed.insert(
                     id,
                     Placed {
                         parent: dir,
-                        name: name.clone(),
+                        name: name.to_vec(),
                     },
                 );
                 if let Some(c) = self.copies.get(&id) {
@@ -625,12 +824,28 @@ impl View {
             .iter()
             .filter(|(_, r)| r.attr.is_some())
             .map(|(id, r)| {
+                let locs = r
+                    .places
+                    .iter()
+                    .map(|p| LocHead {
+                        loc: Loc {
+                            parent: p.parent.map_or_else(Vec::new, |n| n.0.to_vec()),
+                            name: p.name.to_vec(),
+                            deleted: p.deleted,
+                            seen_data: p.seen.to_vec(),
+                        },
+                        hlc: p.hlc,
+                        author: self.authors.get(p.author),
+                        entry: self.entries.get(p.entry),
+                    })
+                    .collect();
+                let data = r.versions.iter().map(|v| self.data_head(v)).collect();
                 (
                     *id,
                     NodeInput {
                         kind: r.kind().expect("has attr"),
-                        locs: r.locs.clone(),
-                        data: r.data.clone(),
+                        locs,
+                        data,
                     },
                 )
             })

@@ -27,17 +27,24 @@ pub fn chunk_slice(data: &[u8]) -> Vec<(ChunkHash, usize, usize)> {
         .collect()
 }
 
-/// Streams `r` through the chunker without holding more than one chunk.
-pub fn chunk_reader(r: &mut dyn Read, mut each: impl FnMut(ChunkHash, &[u8]) -> Result<()>) -> Result<Manifest> {
-    let mut m = Manifest::default();
-    for c in fastcdc::v2020::StreamCDC::new(r, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+/// The chunks of `r`, one at a time, with their hashes.
+fn stream<R: Read>(r: R) -> impl Iterator<Item = Result<(ChunkHash, Vec<u8>)>> {
+    fastcdc::v2020::StreamCDC::new(r, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|c| {
         let c = c.map_err(|e| Error::Io {
             path: "<content>".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let h = hash(&c.data);
-        each(h, &c.data)?;
-        m.push(h, c.length as u32);
+        Ok((hash(&c.data), c.data))
+    })
+}
+
+/// Streams `r` through the chunker without holding more than one chunk.
+pub fn chunk_reader(r: &mut dyn Read, mut each: impl FnMut(ChunkHash, &[u8]) -> Result<()>) -> Result<Manifest> {
+    let mut m = Manifest::default();
+    for c in stream(r) {
+        let (h, data) = c?;
+        each(h, &data)?;
+        m.push(h, data.len() as u32);
     }
     Ok(m)
 }
@@ -78,7 +85,10 @@ pub fn rechunk(
     // The last chunk of `base` was cut by its end of file, not by its content:
     // its end is a real cut only if the new content ends there too.
     let real_cut = |end: u64| end < base.size() || end == len;
-    let mut out = Manifest::default();
+    let mut out = Manifest {
+        chunks: Vec::with_capacity(base.chunks.len() + 4),
+        ends: Vec::with_capacity(base.chunks.len() + 4),
+    };
     let (mut pos, mut i, mut r) = (0u64, 0usize, 0usize);
     while pos < len {
         // Reuse base chunks that start here and end before the next change.
@@ -103,15 +113,11 @@ pub fn rechunk(
             pos,
             end: len,
         };
-        for c in fastcdc::v2020::StreamCDC::new(&mut src, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-            let c = c.map_err(|e| Error::Io {
-                path: "<content>".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            let h = hash(&c.data);
-            store(h, &c.data)?;
-            out.push(h, c.length as u32);
-            pos += c.length as u64;
+        for c in stream(&mut src) {
+            let (h, data) = c?;
+            store(h, &data)?;
+            out.push(h, data.len() as u32);
+            pos += data.len() as u64;
             while r < merged.len() && merged[r].end <= pos {
                 r += 1;
             }
@@ -200,6 +206,11 @@ impl Manifest {
         (i < self.chunks.len()).then_some(i)
     }
 
+    /// The chunks as an op's refs (what a peer fetches before applying it).
+    pub fn refs(&self) -> Vec<Vec<u8>> {
+        self.chunks.iter().map(|h| h.0.to_vec()).collect()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut lens = Vec::with_capacity(self.chunks.len());
         let mut prev = 0;
@@ -207,9 +218,13 @@ impl Manifest {
             lens.push((e - prev) as u32);
             prev = e;
         }
+        let mut hashes = Vec::with_capacity(self.chunks.len() * 32);
+        for h in &self.chunks {
+            hashes.extend_from_slice(&h.0);
+        }
         ManifestWire {
             size: self.size(),
-            hashes: self.chunks.iter().flat_map(|h| h.0).collect(),
+            hashes,
             lens,
         }
         .encode_to_vec()
@@ -221,9 +236,15 @@ impl Manifest {
         if w.hashes.len() != w.lens.len() * 32 {
             return Err(bad("hash and length counts differ"));
         }
-        let mut m = Manifest::default();
+        let mut m = Manifest {
+            chunks: Vec::with_capacity(w.lens.len()),
+            ends: Vec::with_capacity(w.lens.len()),
+        };
+        let mut end = 0u64;
         for (h, &len) in w.hashes.chunks_exact(32).zip(&w.lens) {
-            m.push(ChunkHash::from_slice(h).expect("32-byte chunk"), len);
+            m.chunks.push(ChunkHash(h.try_into().expect("32-byte chunk")));
+            end += len as u64;
+            m.ends.push(end);
         }
         if m.size() != w.size {
             return Err(bad("size does not match its chunks"));

@@ -44,7 +44,7 @@ impl Default for Config {
             orphan_ttl_ms: 24 * 3600 * 1000,
             tail_check: 64,
             enforce_membership: false,
-            cache_bytes: 32 << 20,
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -398,6 +398,34 @@ impl Store {
         let mut all = self.scan_heads(prefix)?;
         all.retain(|(_, hs)| hs.len() > 1);
         Ok(all)
+    }
+
+    /// Calls `f` with every key under `prefix` and all its heads (tombstones
+    /// included), in key order, one key at a time: a whole share is never in
+    /// memory at once.
+    pub fn each_heads(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], Vec<Head>)) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut key: Vec<u8> = Vec::new();
+        let mut heads: Vec<Head> = Vec::new();
+        for row in t.range((prefix, &[0u8; 32])..)? {
+            let (k, v) = row?;
+            let (k, id) = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if k != key.as_slice() && !heads.is_empty() {
+                f(&key, std::mem::take(&mut heads));
+            }
+            if k != key.as_slice() {
+                key = k.to_vec();
+            }
+            heads.push(Head::decode_record(EntryId(*id), v.value()));
+        }
+        if !heads.is_empty() {
+            f(&key, heads);
+        }
+        Ok(())
     }
 
     /// Every key under `prefix` with all its heads (tombstones included), in key order.

@@ -25,6 +25,8 @@ pub trait KvStore: Send + Sync {
     fn heads_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Vec<Head>>>;
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>>;
+    /// [`KvStore::scan_heads`] one key at a time.
+    fn each_heads(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], Vec<Head>)) -> Result<()>;
     /// Each inner vec is one entry, applied atomically; see [`Store::write_batches`].
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>>;
     /// Makes every earlier non-durable write durable.
@@ -71,6 +73,9 @@ impl KvStore for Store {
     }
     fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
         Store::scan_heads(self, prefix)
+    }
+    fn each_heads(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], Vec<Head>)) -> Result<()> {
+        Store::each_heads(self, prefix, f)
     }
     fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>> {
         Store::write_batches(self, batches, durable)

@@ -619,5 +619,6 @@ impl Drop for Mount {
 
 mod peers;
 mod tree;
+#[allow(unused_imports)]
 pub use peers::*;
 pub use tree::*;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The model-based test (tests/model.rs), long: ROUNDS runs with random base
+# seeds, each SEEDS rounds of OPS operations per thread on a real mount and a
+# native directory, checked live, after a remount and on a peer. Prints one
+# line per run and a table; exits 1 if any run diverged (its operation log is
+# in /tmp/lattice-model-SEED.log).
+#   bash bench/soak.sh [ROUNDS] [OPS] [SEEDS]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-10} ops=${2:-3000} seeds=${3:-3}
+cargo test -q -p mountctl --test model --no-run >&2 || exit 1
+ok=0 failed=0 total=0
+for i in $(seq 1 "$rounds"); do
+  base=$RANDOM$RANDOM
+  out=$(LATTICE_MODEL_OPS=$ops LATTICE_MODEL_SEEDS=$seeds LATTICE_MODEL_SEED=$base \
+        cargo test -q -p mountctl --test model -- --nocapture 2>&1)
+  line=$(echo "$out" | grep -E "^model:" | head -1)
+  n=$(echo "$line" | grep -oE "[0-9]+ operations" | grep -oE "[0-9]+")
+  total=$((total + ${n:-0}))
+  if echo "$out" | grep -q "test result: ok"; then
+    ok=$((ok + 1)); echo "run $i (base $base): ok, $line" >&2
+  else
+    failed=$((failed + 1)); echo "run $i (base $base): FAILED" >&2
+    echo "$out" | grep -E "seed [0-9]+:|native:|mount:|all in|differ|missing|extra|ERROR" -A1 | head -20 >&2
+  fi
+done
+echo "| soak | runs | operations | diverged |"
+echo "|---|---|---|---|"
+echo "| model test, $seeds rounds x $ops ops x 3 threads per run | $rounds | $total | $failed |"
+[ "$failed" -eq 0 ]
