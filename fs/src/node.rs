@@ -1,4 +1,4 @@
-//! How a file tree is laid out in the store (DESIGN.md "The file tree").
+//! How a file tree is laid out in the store (ARCHITECTURE.md, "The file tree").
 //!
 //! Every file, directory and symlink is a node with a stable random id. Its
 //! state is split over keys that change independently, so concurrent changes

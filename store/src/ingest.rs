@@ -1,4 +1,4 @@
-//! Accepting entries from peers: every check of DESIGN.md "The store", in the
+//! Accepting entries from peers: every check a peer's entry must pass, in the
 //! order that makes a refusal say the most useful thing.
 
 use redb::{Durability, ReadableDatabase, ReadableTable};

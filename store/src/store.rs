@@ -20,7 +20,7 @@ use crate::index::{self, Tables};
 use crate::tables::*;
 use crate::watch::{Change, Gap, Watchers};
 
-/// Settings of a store. `Default` gives the values DESIGN.md names.
+/// Settings of a store. `Default` gives the values the README names.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Entries whose HLC is further ahead of this machine's clock are refused.

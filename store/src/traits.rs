@@ -1,4 +1,4 @@
-//! The two narrow views of a store (DESIGN.md): the file system sees a
+//! The two narrow views of a store (ARCHITECTURE.md): the file system sees a
 //! key-value store and cannot ingest; the network sees a sync store and cannot
 //! put. Each layer takes the trait, never [`Store`] itself.
 
