@@ -56,6 +56,7 @@ impl Store {
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
             log_end = t.log_end()?;
+            self.index_work.fetch_add(t.work, std::sync::atomic::Ordering::Relaxed);
         }
         txn.commit()?;
         self.durable.send_replace(log_end);

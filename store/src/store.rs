@@ -86,6 +86,8 @@ pub struct Store {
     pub(crate) watchers: Watchers,
     /// Log positions below this are durable here; only they may leave the machine.
     pub(crate) durable: tokio::sync::watch::Sender<u64>,
+    /// Table operations indexing has done (see `index.rs`).
+    pub(crate) index_work: std::sync::atomic::AtomicU64,
     report: OpenReport,
 }
 
@@ -180,6 +182,12 @@ impl Store {
             (share, hlc, cut, t.log_end()?)
         };
         let mut report = OpenReport::default();
+        // A store indexed by an earlier format: index it again (the log is the truth).
+        let old_index = txn.list_tables()?.any(|t| redb::TableHandle::name(&t) == "superseded");
+        if old_index && cut.is_none() {
+            index::rebuild(&txn)?;
+            tracing::info!(path = %path.display(), "indexed the store again in the current format");
+        }
         if let Some(from) = cut {
             report.cut = cut_log(&txn, from)?;
             tracing::warn!(
@@ -198,13 +206,19 @@ impl Store {
             me,
             cfg,
             watchers: Watchers::default(),
-
+            index_work: Default::default(),
             report,
         };
         let expired = store.expire_orphans(crate::hlc::wall_ms())?;
         let mut report = store.report.clone();
         report.orphans_expired = expired;
         Ok(Store { report, ..store })
+    }
+
+    /// Table operations indexing has done since open: a measure of its cost
+    /// that does not depend on the machine.
+    pub fn index_work(&self) -> u64 {
+        self.index_work.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn open_report(&self) -> &OpenReport {
@@ -275,6 +289,7 @@ impl Store {
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
             log_end = t.log_end()?;
+            self.index_work.fetch_add(t.work, std::sync::atomic::Ordering::Relaxed);
         }
         txn.commit()?;
         if durable {
@@ -493,7 +508,13 @@ impl Store {
         // A k-way merge of the chains by log position: each chain is already in
         // log order, so this costs O(limit log authors), not a sort of the backlog.
         let mut heap = BinaryHeap::new();
-        let mine = self.frontier()?;
+        // The frontier from the same snapshot as the chains it walks.
+        let mut mine = Frontier::new();
+        for row in txn.open_table(FRONTIER)?.iter()? {
+            let (a, v) = row?;
+            let (seq, id) = v.value();
+            mine.insert(AuthorId(*a.value()), (seq, EntryId(*id)));
+        }
         for (a, (last, _)) in &mine {
             let from = theirs.get(a).copied().unwrap_or(0).saturating_add(1);
             if from <= *last {
@@ -638,6 +659,12 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Rows kept for parents named before they arrived.
+    pub fn awaited_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(AWAITED)?.len()?)
     }
 
     pub fn chunk_count(&self) -> Result<u64> {

@@ -18,9 +18,14 @@ pub const CHAIN: TableDefinition<(Id, u64), Id> = TableDefinition::new("chain");
 pub const FRONTIER: TableDefinition<Id, (u64, Id)> = TableDefinition::new("frontier");
 /// (key, entry id) -> head record (see `head.rs`). Exactly the DAG heads of each key.
 pub const HEADS: TableDefinition<(&[u8], Id), &[u8]> = TableDefinition::new("heads");
-/// (key, entry id): named as a parent for `key` before the entry itself arrived.
-/// When it arrives it is not a head. Keeps the head sets independent of arrival order.
-pub const SUPERSEDED: TableDefinition<(&[u8], Id), ()> = TableDefinition::new("superseded");
+/// (parent id, entry id): `entry` named `parent`, which has not arrived yet.
+/// When the parent arrives it is not a head of the keys `entry` writes; then
+/// the rows go. Keeps head sets independent of arrival order, at a cost of one
+/// row per absent parent.
+pub const AWAITED: TableDefinition<(Id, Id), ()> = TableDefinition::new("awaited");
+/// The table an earlier index format kept (a row per key and absent parent);
+/// a store that has it is indexed again on open.
+pub const OLD_SUPERSEDED: TableDefinition<(&[u8], Id), ()> = TableDefinition::new("superseded");
 /// (author, seq) -> (received at ms, wire bytes): entries waiting for a gap to fill.
 pub const ORPHANS: TableDefinition<(Id, u64), (u64, &[u8])> = TableDefinition::new("orphans");
 /// chunk hash -> bytes.
