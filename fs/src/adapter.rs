@@ -158,7 +158,7 @@ impl Filesystem for LatticeFs {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -166,6 +166,7 @@ impl Filesystem for LatticeFs {
         reply: ReplyAttr,
     ) {
         let s = SetAttr {
+            fh: fh.map(|f| f.0),
             mode,
             uid,
             gid,
@@ -274,11 +275,12 @@ impl Filesystem for LatticeFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let owner = (req.uid(), req.gid());
-        match self.0.create(parent.0, name.as_bytes(), mode & !umask, owner) {
+        let excl = flags & libc::O_EXCL != 0;
+        match self.0.create(parent.0, name.as_bytes(), mode & !umask, owner, excl) {
             Ok((a, fh)) => reply.created(&TTL, &file_attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }

@@ -273,7 +273,7 @@ impl FileBuf {
     }
 
     /// The new content as a manifest, its new chunks stored (not synced). The
-    /// buffer stays as it is until [`FileBuf::committed`].
+    /// buffer is dropped once the manifest is committed.
     pub fn manifest(&self, store: &dyn KvStore) -> store::Result<Arc<Manifest>> {
         if self.valid == self.len && self.len == self.base.size() && self.bytes == 0 {
             return Ok(self.base.clone());
@@ -298,18 +298,6 @@ impl FileBuf {
         )?;
         store.put_chunks(&batch)?;
         Ok(Arc::new(m))
-    }
-
-    /// `m` (made by [`FileBuf::manifest`]) is now version `version` of the file.
-    pub fn committed(&mut self, m: Arc<Manifest>, version: u64) {
-        self.len = m.size();
-        self.valid = self.len;
-        self.base = m;
-        self.base_version = version;
-        self.ext = Extents::Mem(BTreeMap::new());
-        self.bytes = 0;
-        self.dirty = false;
-        self.mtime = None;
     }
 
     pub fn base(&self) -> &Arc<Manifest> {

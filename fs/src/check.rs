@@ -48,7 +48,7 @@ impl Shared {
         last
     }
 
-    fn check_once(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn check_once(&self) -> Result<Vec<String>, String> {
         let _commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         let scan = inputs::scan(self.store.as_ref()).map_err(|e| format!("cannot scan the store: {e}"))?;
         let (tree, facts, overlay, memory, delta) = {

@@ -24,11 +24,16 @@ pub(crate) fn run(s: Arc<Shared>, window: Duration) {
         {
             let mut k = s.kicked.lock().unwrap_or_else(|p| p.into_inner());
             while !*k && !s.stop.load(Ordering::Acquire) {
-                k = s
+                let (g, t) = s
                     .kick
                     .wait_timeout(k, Duration::from_secs(1))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                    .unwrap_or_else(|p| p.into_inner());
+                k = g;
+                // Inode numbers handed out for listings and lookups are
+                // saved once a second even when nothing else changes.
+                if t.timed_out() && s.lock().inodes.changed() {
+                    break;
+                }
             }
             *k = false;
         }
@@ -115,7 +120,8 @@ impl Shared {
             }
         }
         if let Err(e) = self.inode_db.write(&inode_delta, sync_inodes) {
-            tracing::warn!("cannot save the inode map (numbers may change at the next mount): {e}");
+            tracing::warn!("cannot save the inode map (kept, will retry): {e}");
+            self.lock().inodes.put_back(inode_delta);
         }
         result
     }

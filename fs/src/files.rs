@@ -41,6 +41,12 @@ impl BufCell {
         self.dirty.store(b.dirty, Ordering::Release);
     }
 
+    /// Nothing buffered any more.
+    pub fn clear(&self) {
+        self.dirty.store(false, Ordering::Release);
+        self.mtime.store(NO_MTIME, Ordering::Release);
+    }
+
     pub fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::Acquire)
     }
@@ -49,9 +55,6 @@ impl BufCell {
 pub struct OpenFile {
     pub handles: u32,
     pub cell: Arc<BufCell>,
-    /// Deleted here while open: its writes go with it (POSIX), unlike a delete
-    /// that arrives from a peer, which a local write beats.
-    pub unlinked_here: bool,
     /// The content reads use while the file is unchanged: (version, manifest).
     pub read_cache: Option<(u64, Arc<Manifest>)>,
     /// Deleted here with writes no one else will see: what its handles read
@@ -64,7 +67,6 @@ impl OpenFile {
         OpenFile {
             handles: 0,
             cell: BufCell::new(),
-            unlinked_here: false,
             read_cache: None,
             detached: None,
         }

@@ -26,7 +26,7 @@ pub(crate) fn run(s: Arc<Shared>, mut changes: UnboundedReceiver<Change>) {
         }
     };
     rt.block_on(async {
-        while !s.stop.load(Ordering::Acquire) {
+        while !s.stopping.load(Ordering::Acquire) {
             let first = match tokio::time::timeout(Duration::from_millis(100), changes.recv()).await {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
@@ -50,29 +50,42 @@ pub(crate) fn run(s: Arc<Shared>, mut changes: UnboundedReceiver<Change>) {
 }
 
 impl Shared {
-    /// Applies the store's current heads of `keys` to the view.
+    /// Applies the store's current heads of `keys` to the view. A failed read
+    /// is retried without holding the commit lock (so the group commit and
+    /// `fsync` go on), until it works or the mount shuts down.
     pub(crate) fn apply_remote(&self, keys: Vec<Vec<u8>>) {
-        let _commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let heads = loop {
+        let mut failed = false;
+        loop {
+            let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
             match self.store.heads_many(&keys) {
-                Ok(h) => break h,
+                Ok(heads) => {
+                    let mut m = self.lock();
+                    for (key, hs) in keys.iter().zip(&heads) {
+                        if !m.pending.overlays(key) {
+                            inputs::set_key(&mut m.view, key, hs);
+                        }
+                    }
+                    let invals = m.settle(false, &[]);
+                    drop(m);
+                    drop(commit);
+                    self.send(invals);
+                    if failed {
+                        tracing::info!("reading changes from the store works again");
+                    }
+                    return;
+                }
                 Err(e) => {
-                    tracing::error!("cannot read {} changed keys from the store; retrying: {e}", keys.len());
-                    if self.stop.load(Ordering::Acquire) {
+                    drop(commit);
+                    if !failed {
+                        tracing::error!("cannot read {} changed keys from the store; retrying: {e}", keys.len());
+                        failed = true;
+                    }
+                    if self.stopping.load(Ordering::Acquire) {
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
-        };
-        let mut m = self.lock();
-        for (key, hs) in keys.iter().zip(&heads) {
-            if !m.pending.overlays(key) {
-                inputs::set_key(&mut m.view, key, hs);
-            }
         }
-        let invals = m.settle(false, &[]);
-        drop(m);
-        self.send(invals);
     }
 }

@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use std::collections::HashSet;
+
 use bimap::BiMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -29,7 +31,7 @@ pub struct Inodes {
 #[derive(Default)]
 pub struct Delta {
     added: Vec<(NodeId, u64)>,
-    removed: Vec<NodeId>,
+    removed: HashSet<NodeId>,
     next: u64,
 }
 
@@ -84,12 +86,14 @@ impl InodeDb {
             txn.set_durability(redb::Durability::None)?;
         }
         {
+            // Removals first: a node can lose its number and get a new one
+            // within one delta.
             let mut t = txn.open_table(INODES)?;
-            for (id, ino) in &d.added {
-                t.insert(&id.0, *ino)?;
-            }
             for id in &d.removed {
                 t.remove(&id.0)?;
+            }
+            for (id, ino) in &d.added {
+                t.insert(&id.0, *ino)?;
             }
         }
         if d.next > 0 {
@@ -136,7 +140,7 @@ impl Inodes {
     pub fn remove(&mut self, id: NodeId) {
         if id != NodeId::ROOT && self.map.remove_by_right(&id).is_some() {
             self.delta.added.retain(|(a, _)| *a != id);
-            self.delta.removed.push(id);
+            self.delta.removed.insert(id);
         }
     }
 
@@ -145,6 +149,22 @@ impl Inodes {
         let mut d = std::mem::take(&mut self.delta);
         d.next = self.next;
         d
+    }
+
+    /// A delta that could not be written: it is written with the next one.
+    pub fn put_back(&mut self, d: Delta) {
+        let newer = std::mem::take(&mut self.delta);
+        self.delta = d;
+        for id in newer.removed {
+            self.delta.added.retain(|(a, _)| *a != id);
+            self.delta.removed.insert(id);
+        }
+        self.delta.added.extend(newer.added);
+    }
+
+    /// Are there changes to write?
+    pub fn changed(&self) -> bool {
+        !self.delta.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -163,6 +183,22 @@ impl Inodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_removed_then_given_again_in_one_delta_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inodes.redb");
+        let a = NodeId::random();
+        let (db, mut m) = InodeDb::open(&p).unwrap();
+        m.ino(a);
+        db.write(&m.take_delta(), true).unwrap();
+        m.remove(a);
+        let ia = m.ino(a);
+        db.write(&m.take_delta(), true).unwrap();
+        drop((db, m));
+        let (_db, m) = InodeDb::open(&p).unwrap();
+        assert_eq!(m.node(ia), Some(a));
+    }
 
     #[test]
     fn numbers_survive_reopen_and_are_never_reused() {

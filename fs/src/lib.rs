@@ -30,6 +30,8 @@ pub mod model;
 pub mod names;
 pub mod node;
 pub mod pending;
+#[cfg(test)]
+mod regressions;
 pub mod tree;
 pub mod view;
 
@@ -78,6 +80,8 @@ pub(crate) struct Shared {
     kicked: Mutex<bool>,
     kick: Condvar,
     pub stop: AtomicBool,
+    /// Set first at shutdown: nothing new is read from the store after it.
+    pub stopping: AtomicBool,
     invals: Mutex<mpsc::Sender<Inval>>,
     /// The error of the last failed group commit, while it keeps failing (it is
     /// logged once, not every window).
@@ -127,6 +131,15 @@ pub struct FsHandle {
 
 /// Loads the view from `store`; `local_dir` holds the inode map and spill files.
 pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsHandle), OpenError> {
+    open_with(store, local_dir, group_commit())
+}
+
+/// [`open`] with a group-commit window of `window`.
+pub(crate) fn open_with(
+    store: Arc<dyn KvStore>,
+    local_dir: &Path,
+    window: Duration,
+) -> Result<(LatticeFs, FsHandle), OpenError> {
     let (inode_db, inodes) = InodeDb::open(&local_dir.join("inodes.redb"))
         .map_err(|e| OpenError(format!("cannot open the inode map in {}: {e}", local_dir.display())))?;
     let spill_dir = local_dir.join("spill");
@@ -146,6 +159,7 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
         kicked: Mutex::new(false),
         kick: Condvar::new(),
         stop: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
         invals: Mutex::new(tx),
         failing: Mutex::new(None),
     });
@@ -155,7 +169,7 @@ pub fn open(store: Arc<dyn KvStore>, local_dir: &Path) -> Result<(LatticeFs, FsH
             let s = shared.clone();
             std::thread::Builder::new()
                 .name("group-commit".into())
-                .spawn(move || commit::run(s, group_commit()))
+                .spawn(move || commit::run(s, window))
                 .map_err(|e| OpenError(format!("cannot start the group commit: {e}")))?
         },
         {
@@ -186,6 +200,7 @@ impl FsHandle {
             return Ok(());
         }
         self.done = true;
+        self.shared.stopping.store(true, Ordering::Release);
         let r = self.shared.final_commit();
         self.shared.stop.store(true, Ordering::Release);
         self.shared.kick();

@@ -28,6 +28,9 @@ pub enum Time {
 /// What `setattr` changes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SetAttr {
+    /// The handle it came through (`ftruncate`, `futimens`), if any: a change
+    /// by path is committed at once, one through a handle at its close.
+    pub fh: Option<u64>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -190,8 +193,25 @@ impl Shared {
         Ok(a)
     }
 
-    pub fn create(&self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32)) -> R<(Attrs, u64)> {
+    /// `creat`: a new file, open. Without `excl` an existing file of that
+    /// name is opened instead (the kernel may have thought it absent).
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32), excl: bool) -> R<(Attrs, u64)> {
         let mut m = self.lock();
+        if !excl {
+            let p = m.dir(parent)?;
+            if let Some(id) = m.view.lookup(p, check_name(name)?) {
+                if m.view.copy(id).is_some() {
+                    return Err(Errno::EROFS);
+                }
+                if m.kind(id) == Some(Kind::Dir) {
+                    return Err(Errno::EISDIR);
+                }
+                let a = m.entry(id)?;
+                m.open.entry(id).or_default().handles += 1;
+                let fh = m.new_fh(Handle::File(id));
+                return Ok((a, fh));
+            }
+        }
         let new = New {
             kind: Kind::File,
             mode,
@@ -293,14 +313,19 @@ impl Shared {
             id
         };
         let kind = self.lock().kind(id).ok_or(Errno::ENOENT)?;
+        let by_path = s.fh.is_none();
         if let Some(size) = s.size {
             if kind != Kind::File {
                 return Err(Errno::EISDIR);
             }
-            self.change_file(id, |b| b.set_len(size).map_err(eio))?;
+            self.change_file(id, by_path, |b| b.set_len(size).map_err(eio))?;
         }
         if s.mode.is_some() || s.uid.is_some() || s.gid.is_some() {
             let mut m = self.lock();
+            if m.deleted_here(id) && !m.view.is_shown(id) {
+                // Deleted here: there is no file left to change.
+                return Err(Errno::ENOENT);
+            }
             let mut a = m
                 .view
                 .get(id)
@@ -327,7 +352,7 @@ impl Shared {
                 Time::At(t) => t,
             };
             if kind == Kind::File {
-                self.change_file(id, |b| {
+                self.change_file(id, by_path, |b| {
                     b.mtime = Some(t);
                     b.dirty = true;
                     Ok(())
@@ -335,6 +360,9 @@ impl Shared {
             } else {
                 // Directories and symlinks have no content to read: just the time.
                 let mut m = self.lock();
+                if m.deleted_here(id) && !m.view.is_shown(id) {
+                    return Err(Errno::ENOENT);
+                }
                 m.restore_place(id, false);
                 m.queue_content(id, Arc::default(), t, rand::random());
                 let invals = m.settle(true, &[]);
@@ -345,34 +373,34 @@ impl Shared {
         self.getattr(ino)
     }
 
-    /// Changes a file's buffer; a file no handle has open is committed at once
-    /// (a `truncate(2)` or `utimes(2)` is its own change).
-    fn change_file(&self, id: NodeId, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
-        let (cell, transient) = {
+    /// Changes a file's buffer. A change by path, or of a file no handle has
+    /// open, is committed at once (a `truncate(2)` or `utimes(2)` is its own
+    /// change); one through a handle is committed at that handle's close. The
+    /// open-file record is pinned meanwhile, so a racing close cannot drop it.
+    fn change_file(&self, id: NodeId, by_path: bool, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
+        let (cell, now) = {
             let mut m = self.lock();
             let of = m.open.entry(id).or_default();
-            (of.cell.clone(), of.handles == 0)
+            let now = by_path || of.handles == 0;
+            of.handles += 1;
+            (of.cell.clone(), now)
         };
         let r = {
             let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
-            let r = self.loaded(id, &mut g).and_then(|b| {
+            self.loaded(id, &mut g).and_then(|b| {
                 f(b)?;
+                if b.mtime.is_none() {
+                    b.mtime = Some(now_ns());
+                }
                 cell.publish(b);
                 Ok(())
-            });
-            if r.is_ok()
-                && let Some(b) = g.as_mut()
-                && b.mtime.is_none()
-            {
-                b.mtime = Some(now_ns());
-                cell.publish(b);
-            }
-            r
+            })
         };
-        let r = r.and_then(|()| if transient { self.commit(id) } else { Ok(()) });
-        if transient {
-            let mut m = self.lock();
-            if m.open.get(&id).is_some_and(|o| o.handles == 0 && !o.cell.is_dirty()) {
+        let r = r.and_then(|()| if now { self.commit(id) } else { Ok(()) });
+        let mut m = self.lock();
+        if let Some(o) = m.open.get_mut(&id) {
+            o.handles -= 1;
+            if o.handles == 0 && !o.cell.is_dirty() {
                 m.open.remove(&id);
                 m.reap(id);
             }
@@ -382,7 +410,19 @@ impl Shared {
 
     /// The buffer of `id`, its base loaded on first use.
     fn loaded<'a>(&self, id: NodeId, g: &'a mut Option<FileBuf>) -> R<&'a mut FileBuf> {
-        if g.is_none() {
+        let stale = match g.as_ref() {
+            None => true,
+            // A clean buffer must start from what the file shows now, or a
+            // later commit would silently replace a peer's newer version.
+            Some(b) if !b.dirty => {
+                let m = self.lock();
+                let now = m.pending_content(id).map(|p| p.0).or_else(|| m.content_version(id));
+                let detached = m.open.get(&id).is_some_and(|o| o.detached.is_some());
+                !detached && now != Some(b.base_version)
+            }
+            Some(_) => false,
+        };
+        if stale {
             let (v, m) = self.current_content(id)?;
             *g = Some(FileBuf::new(m, v));
         }
@@ -415,17 +455,23 @@ impl Shared {
             return Ok((0, Arc::new(Manifest::default())));
         };
         let heads = self.store.heads(&key).map_err(eio)?;
-        let decoded: Vec<(u64, Manifest)> = heads
+        let mut decoded: Vec<(&store::Head, u64, Manifest)> = heads
             .iter()
-            .filter_map(|h| inputs::decode_data(h.value.as_ref()?))
-            .map(|(d, m)| (d.version, m))
+            .filter_map(|h| inputs::decode_data(h.value.as_ref()?).map(|(d, m)| (h, d.version, m)))
             .collect();
         // The store may be ahead of the view (a peer's write not applied yet):
-        // then its newest version is the one to read.
-        let (v, man) = decoded
-            .into_iter()
-            .reduce(|a, b| if a.0 == version { a } else { b })
+        // then the head that wins there is the one to read.
+        let at = decoded
+            .iter()
+            .position(|x| x.1 == version)
+            .or_else(|| {
+                (0..decoded.len()).max_by_key(|i| {
+                    let h = decoded[*i].0;
+                    (h.hlc, h.author, h.entry)
+                })
+            })
             .ok_or_else(|| eio(format!("no content for node {id:?}")))?;
+        let (_, v, man) = decoded.swap_remove(at);
         let man = Arc::new(man);
         self.lock().remember(id, v, man.clone());
         Ok((v, man))
@@ -446,30 +492,32 @@ impl Shared {
     }
 
     pub fn read(&self, ino: u64, off: u64, size: u32) -> R<Vec<u8>> {
-        let (id, cell, cached) = {
+        let (id, cell) = {
             let m = self.lock();
             let id = m.id(ino)?;
-            let version = m.content_version(id);
-            let of = m.open.get(&id);
-            let cached = of
-                .and_then(|o| o.detached.as_ref().map(|d| (0, d.0.clone())))
-                .or_else(|| {
-                    of.and_then(|o| o.read_cache.clone())
-                        .filter(|(v, _)| Some(*v) == version)
-                });
-            (id, of.map(|o| o.cell.clone()), cached)
+            (id, m.open.get(&id).map(|o| o.cell.clone()))
         };
         let mut buf = vec![0u8; size as usize];
-        if let Some(cell) = cell.filter(|c| c.is_dirty()) {
-            let g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(b) = g.as_ref().filter(|b| b.dirty) {
-                let n = b.read_at(off, &mut buf, self.store.as_ref()).map_err(eio)?;
-                buf.truncate(n);
-                return Ok(buf);
-            }
+        // The buffer lock is held to the end, so that a commit cannot slip
+        // between choosing where the bytes come from and reading them.
+        let g = cell.as_ref().map(|c| c.buf.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(b) = g.as_ref().and_then(|g| g.as_ref()).filter(|b| b.dirty) {
+            let n = b.read_at(off, &mut buf, self.store.as_ref()).map_err(eio)?;
+            buf.truncate(n);
+            return Ok(buf);
         }
+        let cached = {
+            let m = self.lock();
+            let version = m.content_version(id);
+            let of = m.open.get(&id);
+            of.and_then(|o| o.detached.as_ref().map(|d| d.0.clone())).or_else(|| {
+                of.and_then(|o| o.read_cache.clone())
+                    .filter(|(v, _)| Some(*v) == version)
+                    .map(|(_, man)| man)
+            })
+        };
         let manifest = match cached {
-            Some((_, man)) => man,
+            Some(man) => man,
             None => {
                 let (v, man) = self.current_content(id)?;
                 if let Some(of) = self.lock().open.get_mut(&id) {
@@ -516,7 +564,7 @@ impl Shared {
         let version: u64 = rand::random();
         let invals = {
             let mut m = self.lock();
-            let gone = m.open.get(&id).is_none_or(|o| o.unlinked_here) || m.view.get(id).is_none();
+            let gone = m.deleted_here(id) || m.view.get(id).is_none();
             if gone {
                 // Deleted here while open: its writes go with it, but its
                 // handles still read them (POSIX).
@@ -534,8 +582,10 @@ impl Shared {
                 m.settle(true, &[])
             }
         };
-        b.committed(manifest, version);
-        cell.publish(b);
+        // The next change starts from what the file shows then, which may be
+        // a peer's newer version.
+        *g = None;
+        cell.clear();
         drop(g);
         self.finish(invals);
         Ok(())
@@ -635,6 +685,9 @@ impl Shared {
         if m.view.copy(id).is_some() {
             return Err(Errno::EPERM);
         }
+        if m.deleted_here(id) && !m.view.is_shown(id) {
+            return Err(Errno::ENOENT);
+        }
         let exists = m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name));
         if create && exists {
             return Err(Errno::EEXIST);
@@ -674,6 +727,9 @@ impl Shared {
         let name = user_xattr(name).map_err(|_| Errno::ENODATA)?;
         let mut m = self.lock();
         let id = m.id(ino)?;
+        if m.deleted_here(id) && !m.view.is_shown(id) {
+            return Err(Errno::ENOENT);
+        }
         if !m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name)) {
             return Err(Errno::ENODATA);
         }

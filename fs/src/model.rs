@@ -92,6 +92,8 @@ pub struct Model {
     /// Deleted before any key of it was written: its record goes once nothing
     /// refers to it.
     pub forgotten: HashSet<NodeId>,
+    /// Nodes this mount deleted that the kernel still holds.
+    deleted_here: HashSet<NodeId>,
     /// Manifests of files recently written here: (version, manifest).
     recent: HashMap<NodeId, (u64, Arc<Manifest>)>,
     recent_chunks: usize,
@@ -110,6 +112,7 @@ impl Model {
             lookups: HashMap::new(),
             unwritten: HashSet::new(),
             forgotten: HashSet::new(),
+            deleted_here: HashSet::new(),
             recent: HashMap::new(),
             recent_chunks: 0,
             next_fh: 1,
@@ -218,9 +221,16 @@ impl Model {
             return;
         }
         self.inodes.remove(id);
-        if self.forgotten.remove(&id) {
-            self.view.forget(id);
+        self.deleted_here.remove(&id);
+        if self.forgotten.contains(&id) && self.view.forget(id) {
+            self.forgotten.remove(&id);
         }
+    }
+
+    /// Was `id` deleted by this mount (and is still known to the kernel)?
+    /// Its handles keep working, but nothing they do reaches the store.
+    pub fn deleted_here(&self, id: NodeId) -> bool {
+        self.deleted_here.contains(&id)
     }
 
     /// Queues a local op and shows it at once.
@@ -285,7 +295,7 @@ impl Model {
     /// false) only while a concurrent edit keeps it shown. Never for a node
     /// deleted here.
     pub fn restore_place(&mut self, id: NodeId, content: bool) {
-        if self.open.get(&id).is_some_and(|o| o.unlinked_here) || (!content && !self.view.is_shown(id)) {
+        if self.deleted_here(id) || (!content && !self.view.is_shown(id)) {
             return;
         }
         let Some(w) = self.view.loc(id) else { return };
@@ -301,7 +311,8 @@ impl Model {
 
     /// Deletes a node: a delete that names every content version the mount
     /// shows (all in the store, or written in the same window as this), or,
-    /// for a node none of whose keys was ever written, no op at all.
+    /// for a node none of whose keys was ever written and that no other node
+    /// names as its parent, no op at all.
     pub fn delete(&mut self, id: NodeId) {
         let Some(r) = self.view.get(id) else { return };
         let Some(w) = self.view.loc(id) else { return };
@@ -310,7 +321,8 @@ impl Model {
             seen_data: r.versions().collect(),
             ..w
         };
-        if self.unwritten.remove(&id) {
+        self.deleted_here.insert(id);
+        if !self.view.has_links(id) && self.unwritten.remove(&id) {
             // An open handle still reads and writes it (POSIX): its content
             // lives on there, since the store will never have it.
             let content = self.pending_content(id);
@@ -330,9 +342,6 @@ impl Model {
             self.forgotten.insert(id);
         } else {
             self.queue(loc_op(id, &loc));
-        }
-        if let Some(o) = self.open.get_mut(&id) {
-            o.unlinked_here = true;
         }
     }
 

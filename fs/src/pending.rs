@@ -118,9 +118,11 @@ impl Window {
             if !ops.is_empty() && (ops.len() + group.len() > OPS_PER_ENTRY || bytes + weight > BYTES_PER_ENTRY) {
                 out.push((Vec::new(), 0));
             }
+            // A node's ops stay in one entry unless they alone are too many.
+            let split = group.len() > OPS_PER_ENTRY || weight > 2 * BYTES_PER_ENTRY;
             for (_, ch) in group {
                 let (ops, bytes) = out.last().expect("one batch");
-                if !ops.is_empty() && (ops.len() == OPS_PER_ENTRY || bytes + ch.weight() > BYTES_PER_ENTRY) {
+                if !ops.is_empty() && (ops.len() == OPS_PER_ENTRY || (split && bytes + ch.weight() > BYTES_PER_ENTRY)) {
                     out.push((Vec::new(), 0));
                 }
                 let last = out.last_mut().expect("one batch");
@@ -201,7 +203,12 @@ impl Pending {
             let n = rank.len();
             rank.entry(node_of(ch.key())).or_insert(n);
         }
-        changes.sort_by_key(|(_, ch)| rank[&node_of(ch.key())]);
+        // Grouped by node, and within a node its content before its place, so
+        // that a delete never reaches a peer before the version it names.
+        changes.sort_by_key(|(_, ch)| {
+            let content_first = !matches!(crate::node::parse_key(ch.key()), Some(crate::node::KeyKind::Data(_)));
+            (rank[&node_of(ch.key())], content_first)
+        });
         self.in_flight = changes
             .iter()
             .map(|(s, ch)| (ch.key().to_vec(), (*s, ch.clone())))
@@ -251,7 +258,7 @@ mod tests {
         assert!(p.overlays(&node::loc_key(a)) && !p.is_queued(&node::loc_key(a)));
         assert!(matches!(p.get(&node::loc_key(a)), Some(Change::Op(op)) if op.value.as_deref() == Some(&b"2"[..])));
         let keys: Vec<_> = w.batches().concat().into_iter().map(|o| o.key).collect();
-        assert_eq!(keys, vec![node::loc_key(a), node::data_key(a), node::attr_key(b)]);
+        assert_eq!(keys, vec![node::data_key(a), node::loc_key(a), node::attr_key(b)]);
         p.queue(Change::Op(Op::put(node::loc_key(b), "newer")));
         p.put_back(w);
         assert_eq!(p.take().changes.len(), 4);

@@ -219,6 +219,11 @@ impl View {
         self.copies.get(&id)
     }
 
+    /// How many entry ids the view keeps numbers for.
+    pub fn numbered_entries(&self) -> usize {
+        self.entries.list.len()
+    }
+
     /// How many nodes the view holds (shown or not).
     pub fn len(&self) -> usize {
         self.recs.len()
@@ -415,15 +420,21 @@ impl View {
         }
     }
 
+    /// Does any node, shown or not, name `id` as its parent?
+    pub fn has_links(&self, id: NodeId) -> bool {
+        self.kids.get(&id).is_some_and(|k| !k.is_empty())
+    }
+
     /// Forgets a node that has no keys anywhere (created here and deleted before
-    /// it was written). Only for nodes not shown, with nothing linked to them.
-    pub fn forget(&mut self, id: NodeId) {
-        let Some(r) = self.recs.get(&id) else { return };
+    /// it was written). Only for nodes not shown, with nothing linked to them;
+    /// says whether it did.
+    pub fn forget(&mut self, id: NodeId) -> bool {
+        let Some(r) = self.recs.get(&id) else { return true };
         if id == NodeId::ROOT || r.d.shown.is_some() || r.d.contrib.is_some() || r.d.claim.is_some() {
-            return;
+            return false;
         }
-        if self.kids.get(&id).is_some_and(|k| !k.is_empty()) || self.cycle_of.contains_key(&id) {
-            return;
+        if self.has_links(id) || self.cycle_of.contains_key(&id) {
+            return false;
         }
         if let Some(p) = r.d.link
             && let Some(k) = self.kids.get_mut(&p)
@@ -436,6 +447,7 @@ impl View {
         self.recs.remove(&id);
         self.touched.remove(&id);
         self.content.remove(&id);
+        true
     }
 
     // ---- settling ----
@@ -660,7 +672,24 @@ impl View {
         moved.extend(self.apply_events(&ev, &mut delta));
         delta.hidden = moved.into_iter().filter(|id| !self.is_shown(*id)).collect();
         delta.nodes = content;
+        if self.entries.list.len() > 4 * self.recs.len() + 4096 {
+            self.renumber_entries();
+        }
         delta
+    }
+
+    /// Numbers again only the entries some head still names: every written
+    /// window and remote change adds one, and most are superseded later.
+    fn renumber_entries(&mut self) {
+        let old = std::mem::replace(&mut self.entries, Table::new());
+        for r in self.recs.values_mut() {
+            for p in r.places.iter_mut() {
+                p.entry = self.entries.no(old.get(p.entry));
+            }
+            for v in r.versions.iter_mut() {
+                v.entry = self.entries.no(old.get(v.entry));
+            }
+        }
     }
 
     /// Walks raw parents up from `y`; the members of the cycle through `y`, if any.

@@ -136,3 +136,43 @@ proptest! {
         check(&mut v, changes.len())?;
     }
 }
+
+#[test]
+fn entry_numbers_do_not_pile_up_as_heads_are_superseded() {
+    let mut v = View::new();
+    v.set_attr(
+        id(1),
+        Some(Attr {
+            kind: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: vec![],
+        }),
+    );
+    for i in 0..20_000u32 {
+        let mut e = [0u8; 32];
+        e[..4].copy_from_slice(&i.to_le_bytes());
+        v.set_locs(
+            id(1),
+            vec![LocHead {
+                loc: Loc {
+                    parent: NodeId::ROOT.0.to_vec(),
+                    name: format!("f{}", i % 7).into_bytes(),
+                    deleted: false,
+                    seen_data: vec![],
+                },
+                hlc: Hlc::new(i as u64 + 1, 0),
+                author: author(1),
+                entry: EntryId(e),
+            }],
+        );
+        v.settle();
+    }
+    assert!(
+        v.numbered_entries() < 5_000,
+        "{} entry ids kept for one node",
+        v.numbered_entries()
+    );
+    assert_eq!(v.tree(), tree::build(&v.inputs()));
+}
