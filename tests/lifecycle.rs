@@ -335,29 +335,6 @@ fn unmount_says_so_when_changes_could_not_be_written() {
 // The CLI
 // ---------------------------------------------------------------------------
 
-/// A refused command: non-zero exit, in time, one sentence on one line of
-/// stderr, no panic, mentioning one of `words` (case-insensitive).
-fn assert_refused(out: &Out, words: &[&str]) {
-    assert!(!out.timed_out, "timed out: {}", out.describe());
-    assert!(!out.ok(), "should have failed: {}", out.describe());
-    let err = out.stderr.trim();
-    assert!(!err.is_empty(), "no message on stderr: {}", out.describe());
-    assert!(!err.contains("panicked"), "it panicked: {}", out.describe());
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "want one sentence on one line of stderr: {}",
-        out.describe()
-    );
-    let lower = err.to_lowercase();
-    assert!(
-        words.iter().any(|w| lower.contains(&w.to_lowercase())),
-        "stderr should mention one of {words:?}: {}",
-        out.describe()
-    );
-}
-
 fn try_mount(home: &Path, dir: &Path) -> Out {
     mountctl(home, &[OsStr::new("mount"), dir.as_os_str()], MOUNT_TIMEOUT)
 }

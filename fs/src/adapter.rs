@@ -407,6 +407,22 @@ impl Filesystem for LatticeFs {
         reply_empty(self.0.removexattr(ino.0, name.as_bytes()), reply)
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl means anything here (Python asks TCGETS at every open):
+        // the answer a disk file system gives, and no log line.
+        reply.error(FErrno::from_i32(libc::ENOTTY));
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The mount uses default_permissions: the kernel checks modes itself.
         reply.ok();

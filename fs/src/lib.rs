@@ -140,14 +140,16 @@ pub(crate) fn open_with(
     local_dir: &Path,
     window: Duration,
 ) -> Result<(LatticeFs, FsHandle), OpenError> {
-    let (inode_db, inodes) = InodeDb::open(&local_dir.join("inodes.redb"))
-        .map_err(|e| OpenError(format!("cannot open the inode map in {}: {e}", local_dir.display())))?;
+    let (inode_db, inodes, fresh) = open_inode_map(&local_dir.join("inodes.redb"))?;
     let spill_dir = local_dir.join("spill");
     std::fs::create_dir_all(&spill_dir).map_err(|e| OpenError(format!("{}: {e}", spill_dir.display())))?;
     // Watch before loading, so that no change falls between the two.
     let changes = store.watch(node::PREFIX);
     let me = store.author();
     let model = local::load(store.as_ref(), me, inodes).map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
+    if fresh && model.view.len() > 2 {
+        tracing::warn!("this share had no inode map here: inode numbers start afresh (the kernel holds none)");
+    }
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         store,
@@ -189,6 +191,29 @@ pub(crate) fn open_with(
             done: false,
         },
     ))
+}
+
+/// The inode map: a damaged one is moved aside and started afresh (numbers
+/// only need to be stable while mounted and across clean restarts). Says
+/// whether it is new.
+fn open_inode_map(path: &Path) -> Result<(InodeDb, inode_map::Inodes, bool), OpenError> {
+    let fresh = !path.exists();
+    match InodeDb::open(path) {
+        Ok((db, inodes)) => Ok((db, inodes, fresh)),
+        Err(e) => {
+            let aside = path.with_extension("redb.damaged");
+            tracing::warn!(
+                "the inode map {} is damaged ({e}); moved it to {} and started a new one",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(path, &aside)
+                .map_err(|e| OpenError(format!("cannot move {} aside: {e}", path.display())))?;
+            let (db, inodes) =
+                InodeDb::open(path).map_err(|e| OpenError(format!("cannot create {}: {e}", path.display())))?;
+            Ok((db, inodes, true))
+        }
+    }
 }
 
 impl FsHandle {

@@ -239,10 +239,19 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
         )?
     } else if sd.store().exists() {
         store::Store::open(&sd.store(), me.clone(), cfg)?
+    } else if sd.id_file().exists() || sd.dir.join("inodes.redb").exists() {
+        bail!(
+            "the share folder {} has lost its store (store.redb is missing); refusing to start a new, empty share in its place: restore store.redb, or move the folder away to start afresh",
+            sd.dir.display()
+        );
     } else {
         let owner = store::Op::put(store::membership::peer_key(&me.author()), "owner");
         store::Store::create_share(store::Location::File(&sd.store()), me.clone(), cfg, vec![owner])?
     };
+    if !sd.id_file().exists() {
+        std::fs::write(sd.id_file(), format!("{}\n", store.share_id()))
+            .with_context(|| format!("cannot write {}", sd.id_file().display()))?;
+    }
     let store = Arc::new(store);
     let directory = Arc::new(ShareDirectory(store.clone()));
     let ncfg = net::Config {
@@ -267,7 +276,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
     let (fs, mut fs_handle) = fs::open(store.clone(), &sd.dir)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName(format!("lattice:{}", sd.name)),
+        fuser::MountOption::FSName(sd.mount_source()),
         fuser::MountOption::Subtype("lattice".into()),
         fuser::MountOption::DefaultPermissions,
     ];

@@ -70,6 +70,38 @@ impl Home {
     }
 }
 
+/// A share name: letters, digits, `.`, `_`, `-`; at most 64 of them; not
+/// `.` or `..` (it names a folder under HOME/shares).
+pub fn share_name(s: &str) -> std::result::Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a share name: use letters, digits, '.', '_' and '-' (at most 64, not '.' or '..')"
+        ))
+    }
+}
+
+/// The file-system type and source of the mount at `dir`, if one is there.
+pub fn mount_entry(dir: &Path) -> Option<(String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = dir.as_os_str().to_string_lossy().replace(' ', "\\040");
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if left.split(' ').nth(4) != Some(want.as_str()) {
+            return None;
+        }
+        let mut r = right.split(' ');
+        Some((r.next()?.to_string(), r.next()?.to_string()))
+    })
+}
+
 pub struct ShareDir {
     pub dir: PathBuf,
     pub name: String,
@@ -90,6 +122,15 @@ impl ShareDir {
     }
     pub fn mountpoint_file(&self) -> PathBuf {
         self.dir.join("mountpoint")
+    }
+    /// Written when the share's store is created: a folder that has it and no
+    /// store lost its store (it is never replaced by a new, empty share).
+    pub fn id_file(&self) -> PathBuf {
+        self.dir.join("share-id")
+    }
+    /// The source a mount of this share shows in /proc/self/mountinfo.
+    pub fn mount_source(&self) -> String {
+        format!("lattice:{}", self.name)
     }
     pub fn mountpoint(&self) -> Option<PathBuf> {
         std::fs::read_to_string(self.mountpoint_file())

@@ -4,6 +4,7 @@ mod control;
 mod daemon;
 mod directory;
 mod home;
+mod log;
 mod serve;
 
 use std::path::PathBuf;
@@ -50,14 +51,14 @@ enum Cmd {
         /// How long the ticket stays valid: 90s, 30m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         expires: String,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
     /// The share's members: role, online, last sync, pending entries.
     Peers {
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
         #[command(subcommand)]
         cmd: Option<PeersCmd>,
@@ -65,25 +66,25 @@ enum Cmd {
     /// Compare what the mount shows with what its store says; list every difference.
     Check {
         dir: Option<PathBuf>,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
         dir: Option<PathBuf>,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
     /// An anti-entropy round with every member, now.
     Sync {
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
     /// Cut this node off the network, or plug it back (for partition tests).
     #[command(hide = true)]
     Net {
         state: String,
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
     /// Commit everything, unmount DIR and stop its daemon (or clear a stale mount).
@@ -97,7 +98,7 @@ enum Cmd {
     #[command(hide = true)]
     Daemon {
         dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = home::share_name)]
         share: String,
         #[arg(long)]
         bind: std::net::SocketAddr,
@@ -116,7 +117,7 @@ enum PeersCmd {
 
 #[derive(clap::Args)]
 struct MountOpts {
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = home::share_name)]
     share: String,
     /// Address of this node's peer endpoint (IP:PORT; port 0 picks one).
     #[arg(long, default_value = "0.0.0.0:0")]
@@ -173,17 +174,37 @@ fn ask(home: &Home, share: &str, req: &str) -> Result<serde_json::Value> {
 
 fn main() {
     let cli = Cli::parse();
-    let daemon = match &cli.cmd {
-        Cmd::Daemon { .. } => true,
-        Cmd::Mount { opts, .. } | Cmd::Join { opts, .. } => opts.foreground,
-        _ => false,
+    // The daemon (and one in the foreground, which also copies to stderr)
+    // logs to its share's daemon.log; every other command to stderr.
+    let log_to = match &cli.cmd {
+        Cmd::Daemon { share, .. } => Some((share.clone(), false)),
+        Cmd::Mount { opts, .. } | Cmd::Join { opts, .. } if opts.foreground => Some((opts.share.clone(), true)),
+        _ => None,
     };
+    let log_file = log_to.and_then(|(share, fg)| {
+        let sd = Home::resolve(cli.home.clone()).ok()?.share(&share);
+        std::fs::create_dir_all(&sd.dir).ok()?;
+        Some(log::LogFile::new(sd.log(), fg))
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" }));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if log_file.is_some() { "info" } else { "warn" }));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .log_internal_errors(false);
+    match log_file {
+        Some(f) => {
+            fmt.with_ansi(false).with_writer(f).init();
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                tracing::error!("the daemon panicked: {info}");
+                default(info);
+            }));
+        }
+        None => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     if let Err(e) = run(cli) {
         eprintln!("mountctl: {e:#}");
         std::process::exit(1);
@@ -370,7 +391,21 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
             dir.display()
         ),
         Some(Err(_)) | None if is_mounted(&dir) => {
-            // No daemon answers: a stale mount left by one that died.
+            // No daemon answers. Only a stale mount of this home's own share
+            // is cleared; anything else at DIR is someone else's.
+            let ours = share.as_ref().is_some_and(|s| {
+                home::mount_entry(&dir).is_some_and(|(fstype, source)| {
+                    (fstype == "fuse" || fstype.starts_with("fuse.")) && source == s.mount_source()
+                })
+            });
+            if !ours {
+                let what = home::mount_entry(&dir).map_or("something".into(), |(t, s)| format!("a {t} mount of {s}"));
+                bail!(
+                    "{} is not a mount of {} ({what} is there); not touching it",
+                    dir.display(),
+                    home.dir.display()
+                );
+            }
             let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
             if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
                 bail!(

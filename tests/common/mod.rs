@@ -188,6 +188,29 @@ pub fn git(cwd: &Path, script: &str) -> String {
     sh_env(cwd, script, GIT_ENV)
 }
 
+/// A refused command: non-zero exit, in time, one sentence on one line of
+/// stderr, no panic, mentioning one of `words` (case-insensitive).
+pub fn assert_refused(out: &Out, words: &[&str]) {
+    assert!(!out.timed_out, "timed out: {}", out.describe());
+    assert!(!out.ok(), "should have failed: {}", out.describe());
+    let err = out.stderr.trim();
+    assert!(!err.is_empty(), "no message on stderr: {}", out.describe());
+    assert!(!err.contains("panicked"), "it panicked: {}", out.describe());
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "want one sentence on one line of stderr: {}",
+        out.describe()
+    );
+    let lower = err.to_lowercase();
+    assert!(
+        words.iter().any(|w| lower.contains(&w.to_lowercase())),
+        "stderr should mention one of {words:?}: {}",
+        out.describe()
+    );
+}
+
 /// Single-quotes a path for a shell script.
 pub fn q(p: &Path) -> String {
     let s = p.to_str().expect("test paths are UTF-8");

@@ -1,0 +1,109 @@
+//! A node's data folder and what commands may touch: share names, a share
+//! folder that lost its store, a damaged inode map, the daemon's log, and
+//! `unmount` leaving alone every mount that is not this home's.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn share_dir(home: &Path) -> std::path::PathBuf {
+    home.join("shares/default")
+}
+
+#[test]
+fn bad_share_names_are_refused() {
+    let home = Home::new();
+    let (_t, dir) = empty_dir("lattice-mnt-");
+    for bad in ["../../x", "", "/abs", "a/b", "..", "sp ace"] {
+        let out = mountctl(
+            &home.path,
+            &[
+                OsStr::new("mount"),
+                dir.as_os_str(),
+                OsStr::new("--share"),
+                OsStr::new(bad),
+            ],
+            MOUNT_TIMEOUT,
+        );
+        assert!(!out.ok(), "--share {bad:?} was accepted: {}", out.describe());
+        assert!(out.stderr.contains("not a share name"), "{}", out.describe());
+        assert!(!is_mountpoint(&dir));
+    }
+    assert!(!home.path.join("x").exists() && !Path::new("/abs").exists());
+}
+
+#[test]
+fn a_share_folder_that_lost_its_store_is_refused_not_replaced() {
+    let mut m = Mount::new();
+    write(&m.p("kept.txt"), b"precious");
+    let share = status_mount(&m.home, &m.dir).unwrap()["share"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.unmount();
+    let store = share_dir(&m.home).join("store.redb");
+    fs::rename(&store, store.with_extension("moved")).unwrap();
+    let out = mountctl(&m.home, &[OsStr::new("mount"), m.dir.as_os_str()], MOUNT_TIMEOUT);
+    assert_refused(&out, &["lost its store"]);
+    assert!(!is_mountpoint(&m.dir));
+    // Put it back: the same share, the same file.
+    fs::rename(store.with_extension("moved"), &store).unwrap();
+    m.mount();
+    assert_eq!(read(&m.p("kept.txt")), b"precious");
+    assert_eq!(status_mount(&m.home, &m.dir).unwrap()["share"].as_str().unwrap(), share);
+}
+
+#[test]
+fn a_damaged_inode_map_is_rebuilt() {
+    let mut m = Mount::new();
+    write(&m.p("f"), b"content");
+    m.unmount();
+    fs::write(share_dir(&m.home).join("inodes.redb"), b"this is not a redb file").unwrap();
+    m.mount();
+    assert_eq!(read(&m.p("f")), b"content");
+    let log = fs::read_to_string(share_dir(&m.home).join("daemon.log")).unwrap();
+    assert!(
+        log.contains("inode map") && log.contains("damaged"),
+        "no warning in the log:\n{log}"
+    );
+    check(&m);
+}
+
+#[test]
+fn the_log_has_no_colour_codes_and_no_ioctl_noise() {
+    let m = Mount::new();
+    write(&m.p("f.txt"), b"x");
+    // Python asks TCGETS at every open: a disk file system says ENOTTY, quietly.
+    sh(
+        &m.dir,
+        "for i in $(seq 1 50); do python3 -c 'open(\"f.txt\").read()'; done",
+    );
+    let log = fs::read_to_string(share_dir(&m.home).join("daemon.log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "ANSI codes in the log file");
+    assert!(!log.to_lowercase().contains("ioctl"), "ioctl noise in the log:\n{log}");
+}
+
+#[test]
+fn unmount_leaves_alone_what_is_not_this_homes_mount() {
+    // A tmpfs at DIR: not a Lattice mount at all.
+    let home = Home::new();
+    let (_t, dir) = empty_dir("lattice-mnt-");
+    sh(Path::new("/"), &format!("mount -t tmpfs lattice-foreign {}", q(&dir)));
+    let out = mountctl(&home.path, &[OsStr::new("unmount"), dir.as_os_str()], MOUNT_TIMEOUT);
+    let still = is_mountpoint(&dir);
+    let _ = Command::new("umount").arg(&dir).status();
+    assert_refused(&out, &["not a mount of"]);
+    assert!(still, "unmount detached a tmpfs that was not its own");
+    // Another home's live mount.
+    let a = Mount::new();
+    let other = Home::new();
+    let out = mountctl(&other.path, &[OsStr::new("unmount"), a.dir.as_os_str()], MOUNT_TIMEOUT);
+    assert_refused(&out, &["not a mount of"]);
+    assert!(is_mountpoint(&a.dir), "unmount detached another home's mount");
+    write(&a.p("still-works"), b"yes");
+}
