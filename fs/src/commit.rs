@@ -26,13 +26,26 @@ pub(crate) fn run(s: Arc<Shared>, window: Duration) {
             while !*k && !s.stop.load(Ordering::Acquire) {
                 let (g, t) = s
                     .kick
-                    .wait_timeout(k, Duration::from_secs(1))
+                    .wait_timeout(k, Duration::from_millis(250))
                     .unwrap_or_else(|p| p.into_inner());
                 k = g;
                 // Inode numbers handed out for listings and lookups are
-                // saved once a second even when nothing else changes.
-                if t.timed_out() && s.lock().inodes.changed() {
-                    break;
+                // saved once a second even when nothing else changes; a
+                // failing store is tried again when its backoff is over.
+                if t.timed_out() {
+                    let (due, inodes) = {
+                        let m = s.lock();
+                        (m.health.due(), m.inodes.changed())
+                    };
+                    if due {
+                        drop(k);
+                        s.retry();
+                        k = s.kicked.lock().unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                    if inodes {
+                        break;
+                    }
                 }
             }
             *k = false;
@@ -102,9 +115,26 @@ impl Shared {
                         tracing::info!("group commit works again; every queued change is written");
                     }
                 }
-                Err(e) => {
+                Err(e) if e.is_permanent() => {
                     {
                         let mut m = self.lock();
+                        m.pending.put_back(window);
+                        m.unwritten.extend(was_unwritten);
+                    }
+                    *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    drop(_commit);
+                    self.go_read_only(format!("the share refuses this node's changes: {e}"));
+                    return Err(Errno::EROFS);
+                }
+                Err(e) => {
+                    let errno = self.store_failed(&e);
+                    {
+                        let mut m = self.lock();
+                        for (_, ch) in &window.changes {
+                            if let Some(id) = node_of(ch.key()) {
+                                m.write_errors.insert(id, errno);
+                            }
+                        }
                         m.pending.put_back(window);
                         m.unwritten.extend(was_unwritten);
                     }
@@ -112,10 +142,9 @@ impl Shared {
                     // (a poisoned database) only repeat it.
                     let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
                     if failing.is_none() {
-                        tracing::error!("cannot write local changes to the store (kept, will retry): {e}");
                         *failing = Some(e.to_string());
                     }
-                    result = Err(Errno::EIO);
+                    result = Err(errno);
                 }
             }
         }

@@ -23,6 +23,7 @@ mod commit;
 pub mod errno;
 mod files;
 mod follow;
+mod health;
 pub mod inode_map;
 mod inputs;
 mod local;
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     /// state lock is held.
     pub commit: Mutex<()>,
     pub inode_db: InodeDb,
+    /// HOME/shares/NAME: spill files, refused changes.
+    pub share_dir: PathBuf,
     pub spill_dir: PathBuf,
     kicked: Mutex<bool>,
     kick: Condvar,
@@ -157,6 +160,7 @@ pub(crate) fn open_with(
         state: Mutex::new(model),
         commit: Mutex::new(()),
         inode_db,
+        share_dir: local_dir.to_path_buf(),
         spill_dir,
         kicked: Mutex::new(false),
         kick: Condvar::new(),
@@ -273,6 +277,17 @@ impl FsView {
             id = m.view.lookup(id, part.as_bytes())?;
         }
         Some(id)
+    }
+
+    /// "ok", "failing, retrying: WHY" or "read-only: WHY (...)".
+    pub fn health(&self) -> String {
+        self.0.lock().health.describe()
+    }
+
+    /// This node may no longer write (removed, or made a reader): saves what
+    /// is not written yet and makes the mount read-only.
+    pub fn set_read_only(&self, why: String) {
+        self.0.go_read_only(why)
     }
 
     /// How many nodes the view holds and has visited while settling.

@@ -155,6 +155,7 @@ impl Shared {
         if m.view.lookup(p, name).is_some() {
             return Err(Errno::EEXIST);
         }
+        m.health.check()?;
         let id = NodeId::random();
         let attr = Attr {
             kind: kind as u32,
@@ -251,6 +252,8 @@ impl Shared {
             (true, true) if m.view.has_children(id) => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
+        // A delete the store cannot take fails here, rather than vanish later.
+        m.health.check()?;
         m.delete(id);
         let invals = m.settle(true, &[(p, name)]);
         drop(m);
@@ -290,6 +293,7 @@ impl Shared {
             }
             m.delete(t);
         }
+        m.health.check()?;
         let loc = Loc {
             parent: np.0.to_vec(),
             name: newname.to_vec(),
@@ -326,6 +330,7 @@ impl Shared {
                 // Deleted here: there is no file left to change.
                 return Err(Errno::ENOENT);
             }
+            m.health.check()?;
             let mut a = m
                 .view
                 .get(id)
@@ -363,6 +368,7 @@ impl Shared {
                 if m.deleted_here(id) && !m.view.is_shown(id) {
                     return Err(Errno::ENOENT);
                 }
+                m.health.check()?;
                 m.restore_place(id, false);
                 m.queue_content(id, Arc::default(), t, rand::random());
                 let invals = m.settle(true, &[]);
@@ -380,6 +386,9 @@ impl Shared {
     fn change_file(&self, id: NodeId, by_path: bool, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
         let (cell, now) = {
             let mut m = self.lock();
+            if !m.deleted_here(id) {
+                m.health.check()?;
+            }
             let of = m.open.entry(id).or_default();
             let now = by_path || of.handles == 0;
             of.handles += 1;
@@ -538,6 +547,9 @@ impl Shared {
             if m.view.copy(id).is_some() {
                 return Err(Errno::EROFS);
             }
+            if !m.deleted_here(id) {
+                m.health.check()?;
+            }
             (id, m.open.entry(id).or_default().cell.clone())
         };
         let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
@@ -559,7 +571,18 @@ impl Shared {
         if !b.dirty {
             return Ok(());
         }
-        let manifest = b.manifest(self.store.as_ref()).map_err(eio)?;
+        let manifest = match b.manifest(self.store.as_ref()) {
+            Ok(m) => m,
+            Err(e) => return Err(self.store_failed(&e)),
+        };
+        if matches!(self.lock().health, crate::health::Health::ReadOnly { .. }) && !self.lock().deleted_here(id) {
+            // This node may no longer write: keep what was written, say so.
+            *g = None;
+            cell.clear();
+            drop(g);
+            self.save_buffer(id, &manifest);
+            return Err(Errno::EROFS);
+        }
         let mtime = b.mtime.unwrap_or_else(now_ns);
         let version: u64 = rand::random();
         let invals = {
@@ -604,9 +627,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Commits the file's changes; reports, once, an error the store gave a
+    /// window that held earlier changes of it.
     pub fn flush(&self, ino: u64) -> R<()> {
-        let id = self.lock().inodes.node(ino);
-        id.map_or(Ok(()), |id| self.commit(id))
+        let Some(id) = self.lock().inodes.node(ino) else {
+            return Ok(());
+        };
+        self.commit(id)?;
+        match self.lock().write_errors.remove(&id) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub fn release(&self, fh: u64) -> R<()> {
@@ -688,6 +719,7 @@ impl Shared {
         if m.deleted_here(id) && !m.view.is_shown(id) {
             return Err(Errno::ENOENT);
         }
+        m.health.check()?;
         let exists = m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name));
         if create && exists {
             return Err(Errno::EEXIST);
@@ -733,6 +765,7 @@ impl Shared {
         if !m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name)) {
             return Err(Errno::ENODATA);
         }
+        m.health.check()?;
         m.restore_place(id, false);
         m.queue(Op::delete(node::xattr_key(id, name)));
         let invals = m.settle(true, &[]);

@@ -12,6 +12,7 @@ use store::{AuthorId, Manifest, Op};
 
 use crate::errno::{Errno, R};
 use crate::files::{NO_MTIME, OpenFile};
+use crate::health::Health;
 use crate::inode_map::Inodes;
 use crate::inputs;
 use crate::node::{self, Attr, Data, Kind, Loc, NodeId};
@@ -94,6 +95,11 @@ pub struct Model {
     pub forgotten: HashSet<NodeId>,
     /// Nodes this mount deleted that the kernel still holds.
     deleted_here: HashSet<NodeId>,
+    /// Whether changes can be taken (see `health.rs`).
+    pub health: Health,
+    /// Nodes whose changes were in a window the store refused: the error
+    /// their next fsync or close reports.
+    pub write_errors: HashMap<NodeId, Errno>,
     /// Manifests of files recently written here: (version, manifest).
     recent: HashMap<NodeId, (u64, Arc<Manifest>)>,
     recent_chunks: usize,
@@ -113,6 +119,8 @@ impl Model {
             unwritten: HashSet::new(),
             forgotten: HashSet::new(),
             deleted_here: HashSet::new(),
+            health: Health::Ok,
+            write_errors: HashMap::new(),
             recent: HashMap::new(),
             recent_chunks: 0,
             next_fh: 1,

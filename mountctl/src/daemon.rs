@@ -272,7 +272,10 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
     if let Err(e) = directory.publish(&net.addrs()) {
         tracing::warn!("cannot publish this node's addresses: {e}");
     }
-    let read_only = net::Directory::role(directory.as_ref(), &me.author()) == Some(store::Role::Reader);
+    // A reader's writes, or a removed node's, would be refused by every peer:
+    // say so at once (EROFS).
+    let read_only = net::Directory::role(directory.as_ref(), &me.author()) != Some(store::Role::Writer)
+        && net::Directory::role(directory.as_ref(), &me.author()) != Some(store::Role::Owner);
     let (fs, mut fs_handle) = fs::open(store.clone(), &sd.dir)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![

@@ -43,6 +43,14 @@ enum Cmd {
         #[command(flatten)]
         opts: MountOpts,
     },
+    /// Leave the share: this node stops being a member (and its mount turns read-only).
+    Leave {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
+        share: String,
+    },
     /// Print a ticket that lets one more machine join (once).
     Invite {
         /// The new member may read but not write.
@@ -315,6 +323,19 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Leave { yes, share } => {
+            if !yes {
+                eprint!("Leave share {share:?}? This node will no longer get or send its changes. [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("not leaving");
+                }
+            }
+            ask(&home, &share, "leave")?;
+            println!("left share {share:?}; its mount is read-only now (unmount it with `mountctl unmount DIR`)");
+            Ok(())
+        }
         Cmd::Sync { share } => {
             let v = ask(&home, &share, "sync")?;
             for r in v["synced"].as_array().into_iter().flatten() {
@@ -444,7 +465,7 @@ fn status(home: &Home, json: bool) -> Result<()> {
     }
     for m in &mounts {
         println!(
-            "{}  share {} ({})  pid {}  entries {}  orphans {}  conflicts {}",
+            "{}  share {} ({})  pid {}  entries {}  orphans {}  conflicts {}  {}",
             m["dir"].as_str().unwrap_or("?"),
             &m["share"].as_str().unwrap_or("?")[..8.min(m["share"].as_str().unwrap_or("?").len())],
             m["share_name"].as_str().unwrap_or("?"),
@@ -452,6 +473,7 @@ fn status(home: &Home, json: bool) -> Result<()> {
             m["entries"],
             m["orphans"],
             m["conflicts"],
+            m["state"].as_str().unwrap_or("?"),
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The daemon's control socket: one request line, one JSON reply line.
 //!
 //! `status`, `unmount` (answered once unmounted), `check`, `invite ROLE TTL_MS`, `peers`,
-//! `remove ID`, `sync`, `conflicts`,
+//! `remove ID`, `leave`, `sync`, `conflicts`,
 //! `net off` / `net on` (fault injection for partition tests: the node stops
 //! accepting, dialing and gossiping, as if unplugged).
 
@@ -41,6 +41,7 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("signal handler");
     let mut peers_changed = d.store.watch(store::membership::PEERS.as_bytes());
     let mut addrs_changed = d.store.watch(b"addrs/");
+    let mut evicted = d.net.watch_evicted();
     let mut requests = tokio::task::JoinSet::new();
     let why = loop {
         tokio::select! {
@@ -50,6 +51,18 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
             Some(_) = peers_changed.recv() => {
                 while peers_changed.try_recv().is_ok() {}
                 d.net.directory_changed();
+                // Removed or made a reader: the mount may not write any more.
+                if let Some(why) = may_not_write(&d) {
+                    let fs = d.fs.clone();
+                    let _ = tokio::task::spawn_blocking(move || fs.set_read_only(why)).await;
+                }
+            }
+            Ok(()) = evicted.changed() => {
+                let why = evicted.borrow_and_update().clone();
+                if let Some(why) = why {
+                    let fs = d.fs.clone();
+                    let _ = tokio::task::spawn_blocking(move || fs.set_read_only(why)).await;
+                }
             }
             Some(_) = addrs_changed.recv() => {
                 while addrs_changed.try_recv().is_ok() {}
@@ -131,12 +144,29 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             if net::Directory::role(d.directory.as_ref(), &id).is_none() {
                 return err(format!("{id} is not a member of this share"));
             }
+            if last_owner(d, &id) {
+                return err("that is the share's last owner: add another owner first, or it would have none");
+            }
             match d.store.write(vec![store::Op::delete(store::membership::peer_key(&id))]) {
                 Ok(_) => {
+                    d.net.notify_removed(id);
                     d.net.directory_changed();
                     json!({ "ok": true })
                 }
                 Err(e) => err(format!("cannot remove {}: {e}", id.short())),
+            }
+        }
+        ["leave"] => {
+            let me = d.store.author();
+            if last_owner(d, &me) {
+                return err("this node is the share's last owner: it cannot leave (add another owner first)");
+            }
+            match d.store.write(vec![store::Op::delete(store::membership::peer_key(&me))]) {
+                Ok(_) => {
+                    d.net.directory_changed();
+                    json!({ "ok": true })
+                }
+                Err(e) => err(format!("cannot leave: {e}")),
             }
         }
         ["sync"] => {
@@ -161,6 +191,27 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             json!({ "ok": true })
         }
         _ => err(format!("unknown request {req:?}")),
+    }
+}
+
+/// Is `id` the only owner of the share?
+fn last_owner(d: &Daemon, id: &store::AuthorId) -> bool {
+    let owners: Vec<_> = d
+        .directory
+        .all_members()
+        .into_iter()
+        .filter(|(_, r)| *r == Role::Owner)
+        .map(|(a, _)| a)
+        .collect();
+    owners == [*id]
+}
+
+/// Why this node may not write any more, if it may not.
+pub fn may_not_write(d: &Daemon) -> Option<String> {
+    match net::Directory::role(d.directory.as_ref(), &d.store.author()) {
+        None => Some("this node was removed from the share".into()),
+        Some(Role::Reader) => Some("this node is now a reader of the share".into()),
+        Some(_) => None,
     }
 }
 
@@ -199,6 +250,7 @@ fn status(d: &Daemon) -> Value {
         "share_name": d.name,
         "author": s.author().to_string(),
         "role": role,
+        "state": d.fs.health(),
         "addrs": d.net.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "entries": entries,
         "frontier": frontier,

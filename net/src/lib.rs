@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub sent: std::sync::atomic::AtomicU64,
     /// The share's gossip topic, once subscribed.
     pub gossip_tx: std::sync::OnceLock<iroh_gossip::api::GossipSender>,
+    /// Set when a peer proved this node was removed or made a reader.
+    pub evicted: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -161,6 +163,7 @@ impl Net {
             gate,
             pull_tx,
             gossip_tx: std::sync::OnceLock::new(),
+            evicted: tokio::sync::watch::Sender::new(None),
             sent: std::sync::atomic::AtomicU64::new(0),
         });
         let members = shared.refresh_lookup();
@@ -231,6 +234,25 @@ impl Net {
         }
         self.shared.peers.forget_non_members(self.shared.dir.as_ref());
         self.shared.gate.close_non_members();
+    }
+
+    /// Tells `peer`, just removed from the share (or made a reader), with the
+    /// signed entry that did it and nothing else, so that its mount turns
+    /// read-only at once instead of failing in silence.
+    pub fn notify_removed(&self, peer: AuthorId) {
+        let s = self.shared.clone();
+        self.tasks.lock().unwrap().spawn(async move {
+            match sync::notify_removed(&s, peer).await {
+                Ok(()) => tracing::info!(peer = %peer.short(), "told a removed peer"),
+                Err(e) => tracing::info!(peer = %peer.short(), "cannot tell a removed peer now (it will learn at its next sync): {e:#}"),
+            }
+        });
+    }
+
+    /// Changes to `Some(why)` when a peer proves this node was removed from
+    /// the share or made a reader.
+    pub fn watch_evicted(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.evicted.subscribe()
     }
 
     /// Bytes sent to peers since start.

@@ -114,8 +114,19 @@ impl ProtocolHandler for SyncProtocol {
 }
 
 async fn refuse(send: &mut SendStream, conn: &Connection, reason: String) {
+    refuse_with(send, conn, reason, Vec::new()).await
+}
+
+async fn refuse_with(send: &mut SendStream, conn: &Connection, reason: String, evidence: Vec<Vec<u8>>) {
     tracing::warn!("refused a sync session: {reason}");
-    let _ = wire::write(send, Kind::Refused(wire::Refused { reason: reason.clone() })).await;
+    let _ = wire::write(
+        send,
+        Kind::Refused(wire::Refused {
+            reason: reason.clone(),
+            evidence,
+        }),
+    )
+    .await;
     let _ = send.finish();
     // Let the dialer read the reason before the connection goes.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
@@ -124,8 +135,17 @@ async fn refuse(send: &mut SendStream, conn: &Connection, reason: String) {
 
 async fn serve(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
-    let Kind::Hello(h) = read_frame(&mut recv).await? else {
-        bail!("the first frame was not a hello")
+    let h = match read_frame(&mut recv).await? {
+        Kind::Hello(h) => h,
+        // A member tells this node it was removed: believe the signed entry, not the words.
+        Kind::Refused(r) if s.dir.role(&peer).is_some() => {
+            if let Some(why) = s.store.eviction(&r.evidence) {
+                tracing::error!("{why}");
+                s.evicted.send_replace(Some(why));
+            }
+            return Ok(());
+        }
+        _ => bail!("the first frame was not a hello"),
     };
     if let Some(why) = version_mismatch(&h) {
         refuse(&mut send, conn, why).await;
@@ -137,7 +157,15 @@ async fn serve(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<()>
     }
     if s.dir.role(&peer).is_none() {
         if h.join_secret.is_empty() {
-            refuse(&mut send, conn, format!("node {peer} is not a member of this share")).await;
+            // A removed member is shown the entry that removed it.
+            let evidence = s.store.membership_evidence(&peer).unwrap_or_default();
+            refuse_with(
+                &mut send,
+                conn,
+                format!("node {peer} is not a member of this share"),
+                evidence,
+            )
+            .await;
             return Ok(());
         }
         if let Err(why) = s.dir.admit(&peer, &h.join_secret) {
@@ -271,7 +299,13 @@ async fn session(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, join_secret
             }
             from_wire(&h.frontier)
         }
-        Kind::Refused(r) => bail!("{} refused: {}", peer.short(), r.reason),
+        Kind::Refused(r) => {
+            if let Some(why) = s.store.eviction(&r.evidence) {
+                tracing::error!("{why}");
+                s.evicted.send_replace(Some(why));
+            }
+            bail!("{} refused: {}", peer.short(), r.reason)
+        }
         _ => bail!("unexpected answer to hello"),
     };
     s.peers.contact(peer, theirs.clone());
@@ -349,6 +383,24 @@ pub(crate) async fn fetch_chunks(s: &Shared, conn: &Connection, hashes: &[ChunkH
             s.store.put_chunk(&h, &c.data)?;
         }
     }
+    Ok(())
+}
+
+/// Shows `peer` the signed entries that removed it (or made it a reader).
+pub(crate) async fn notify_removed(s: &Arc<Shared>, peer: AuthorId) -> Result<()> {
+    let id = endpoint_id(&peer).ok_or_else(|| anyhow!("bad id"))?;
+    let evidence = s.store.membership_evidence(&peer)?;
+    let conn = tokio::time::timeout(s.cfg.dial_timeout, s.endpoint.connect(id, SYNC_ALPN)).await??;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let notice = wire::Refused {
+        reason: "removed from the share".into(),
+        evidence,
+    };
+    wire::write(&mut send, Kind::Refused(notice)).await?;
+    send.finish()?;
+    // The peer reads it and closes; do not cut it short.
+    let _ = tokio::time::timeout(Duration::from_secs(2), read_frame(&mut recv)).await;
+    conn.close(VarInt::from_u32(CODE_DONE), b"done");
     Ok(())
 }
 

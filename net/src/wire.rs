@@ -105,6 +105,10 @@ pub struct Done {}
 pub struct Refused {
     #[prost(string, tag = "1")]
     pub reason: String,
+    /// Signed entries behind the refusal (for a removed member: the entry
+    /// that removed it), so that it can see for itself.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub evidence: Vec<Vec<u8>>,
 }
 
 /// Chunks by hash.
@@ -171,14 +175,23 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        write(&mut a, Kind::Refused(Refused { reason: "no".into() }))
-            .await
-            .unwrap();
+        write(
+            &mut a,
+            Kind::Refused(Refused {
+                reason: "no".into(),
+                evidence: vec![b"entry".to_vec()],
+            }),
+        )
+        .await
+        .unwrap();
         write(&mut a, Kind::Done(Done {})).await.unwrap();
         drop(a);
         assert_eq!(
             read(&mut b).await.unwrap(),
-            Some(Kind::Refused(Refused { reason: "no".into() }))
+            Some(Kind::Refused(Refused {
+                reason: "no".into(),
+                evidence: vec![b"entry".to_vec()]
+            }))
         );
         assert_eq!(read(&mut b).await.unwrap(), Some(Kind::Done(Done {})));
         assert_eq!(read(&mut b).await.unwrap(), None);

@@ -60,6 +60,46 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error("store is damaged: {0}")]
     Damaged(String),
+    #[error("the disk is full: {0}")]
+    NoSpace(String),
+    #[error("the store must be reopened after an I/O error: {0}")]
+    Poisoned(String),
+}
+
+impl Error {
+    /// Will this write never succeed from this node (it is not a member, or a reader)?
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Refused(Refusal::NotAMember(_) | Refusal::ReadOnly(_) | Refusal::NotAllowed { .. })
+        )
+    }
+
+    /// The errno a caller of the file system should see for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NoSpace(_) => libc_enospc(),
+            Error::Refused(Refusal::TooLarge { .. }) => 27, // EFBIG
+            e if e.is_permanent() => 30,                    // EROFS
+            _ => 5,                                         // EIO
+        }
+    }
+}
+
+const fn libc_enospc() -> i32 {
+    28
+}
+
+/// A database error, by what it means for the caller: the disk is full, the
+/// handle is poisoned (redb wants a reopen after a failed write), or other.
+fn classify(msg: String) -> Error {
+    if msg.contains("os error 28") || msg.contains("No space left on device") {
+        Error::NoSpace(msg)
+    } else if msg.contains("Previous I/O error") {
+        Error::Poisoned(msg)
+    } else {
+        Error::Db(msg)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,7 +108,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
-            fn from(e: $t) -> Self { Error::Db(e.to_string()) }
+            fn from(e: $t) -> Self { classify(e.to_string()) }
         }
     )*};
 }

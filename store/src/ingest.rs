@@ -34,7 +34,7 @@ impl Store {
         let decoded: Vec<_> = batch.iter().map(|b| Entry::decode(b)).collect();
         let now = wall_ms();
         let mut clock = self.clock.lock().unwrap();
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut changes = Vec::new();
         let mut gaps = Vec::new();
@@ -174,7 +174,7 @@ impl Store {
     pub fn expire_orphans(&self, now_ms: u64) -> Result<usize> {
         let ttl = self.cfg.orphan_ttl_ms;
         let _w = self.clock.lock().unwrap();
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let mut n = 0;
         txn.open_table(crate::tables::ORPHANS)?.retain(|_, (at, _)| {
             let keep = at.saturating_add(ttl) > now_ms;
@@ -191,7 +191,7 @@ impl Store {
     /// The gaps behind the orphans held now, one per author (the lowest).
     pub fn gaps(&self) -> Result<Vec<Gap>> {
         let frontier = self.frontier()?;
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(crate::tables::ORPHANS)?;
         let mut out: Vec<Gap> = Vec::new();
         for row in t.iter()? {
@@ -213,7 +213,7 @@ impl Store {
 
     pub fn orphan_count(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(txn.open_table(crate::tables::ORPHANS)?.len()?)
     }
 }

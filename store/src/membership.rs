@@ -146,3 +146,49 @@ pub(crate) fn check(t: &Tables, e: &Entry, _now_ms: u64) -> Result<Option<Refusa
         }
     }
 }
+
+impl crate::Store {
+    /// The signed entries that decided `peer`'s membership (the heads of its
+    /// `peers/` key), as wire bytes: what a refusal shows a removed peer.
+    pub fn membership_evidence(&self, peer: &AuthorId) -> Result<Vec<Vec<u8>>> {
+        let txn = redb::ReadableDatabase::begin_read(&*self.db())?;
+        let entries = txn.open_table(crate::tables::ENTRIES)?;
+        let mut out = Vec::new();
+        for h in self.heads(&peer_key(peer))? {
+            if let Some(v) = redb::ReadableTable::get(&entries, &h.entry.0)? {
+                out.push(v.value().1.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// If `evidence` proves this node was removed from the share or made a
+    /// reader (an entry of this share, signed by someone this node knows as
+    /// an owner, that deletes or demotes its `peers/` key), says how.
+    pub fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String> {
+        let mine = peer_key(&self.author());
+        for bytes in evidence {
+            let Ok(e) = Entry::decode(bytes) else { continue };
+            if e.share != Some(self.share_id()) {
+                continue;
+            }
+            let by_owner = self
+                .get(&peer_key(&e.author))
+                .ok()
+                .flatten()
+                .and_then(|v| Role::parse(&v))
+                == Some(Role::Owner);
+            if !by_owner {
+                continue;
+            }
+            for op in e.ops.iter().filter(|op| op.key == mine) {
+                match op.value.as_deref().and_then(Role::parse) {
+                    None => return Some(format!("this node was removed from the share by {}", e.author.short())),
+                    Some(Role::Reader) => return Some(format!("this node was made a reader by {}", e.author.short())),
+                    Some(_) => {}
+                }
+            }
+        }
+        None
+    }
+}

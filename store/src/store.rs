@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -76,7 +76,10 @@ pub struct OpenReport {
 }
 
 pub struct Store {
-    pub(crate) db: Database,
+    /// Behind a lock so that it can be reopened after a failed write (redb
+    /// refuses every later write on a handle that saw an I/O error).
+    db: std::sync::RwLock<Arc<Database>>,
+    path: Option<PathBuf>,
     pub(crate) share: ShareId,
     pub(crate) me: Identity,
     /// Also the writer lock: held across every write transaction, so seqs and
@@ -199,7 +202,11 @@ impl Store {
         txn.commit()?;
         let log_end = if cut.is_some() { log_end_now(&db)? } else { log_end };
         let store = Store {
-            db,
+            db: std::sync::RwLock::new(Arc::new(db)),
+            path: match loc {
+                Location::File(p) => Some(p.to_owned()),
+                Location::Memory => None,
+            },
             durable: tokio::sync::watch::Sender::new(log_end),
             share,
             clock: Mutex::new(Clock::new(hlc, cfg.max_drift_ms)),
@@ -213,6 +220,33 @@ impl Store {
         let mut report = store.report.clone();
         report.orphans_expired = expired;
         Ok(Store { report, ..store })
+    }
+
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reopens the database after an I/O error poisoned it (a full disk):
+    /// what was committed before is there, what failed is not.
+    pub fn reopen(&self) -> Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let _w = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Readers hold the handle only for a call: wait for them to let go,
+        // since redb allows one open handle per file.
+        let start = std::time::Instant::now();
+        while Arc::strong_count(&slot) > 1 {
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(Error::Db("the store is still in use; cannot reopen it".into()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let placeholder = Arc::new(Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?);
+        drop(std::mem::replace(&mut *slot, placeholder));
+        let db = Database::builder().set_cache_size(self.cfg.cache_bytes).open(path)?;
+        *slot = Arc::new(db);
+        tracing::info!(path = %path.display(), "reopened the store");
+        Ok(())
     }
 
     /// Table operations indexing has done since open: a measure of its cost
@@ -250,7 +284,7 @@ impl Store {
     /// durable commit makes it durable (redb orders commits).
     pub fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>> {
         let mut clock = self.clock.lock().unwrap();
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         if !durable {
             txn.set_durability(Durability::None)?;
         }
@@ -303,7 +337,7 @@ impl Store {
     /// Makes every earlier non-durable commit durable (one synced commit).
     pub fn sync(&self) -> Result<()> {
         let _w = self.clock.lock().unwrap();
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let log_end = Tables::open(&txn)?.log_end()?;
         txn.commit()?;
         self.durable.send_replace(log_end);
@@ -319,7 +353,7 @@ impl Store {
     /// Durable entries at log positions `from..`, at most `limit`, with their positions.
     pub fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let end = *self.durable.borrow();
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let log = txn.open_table(LOG)?;
         let entries = txn.open_table(ENTRIES)?;
         let mut out = Vec::new();
@@ -348,7 +382,7 @@ impl Store {
     // ---- reads ----
 
     pub fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::new();
         for row in t.range((key, &[0u8; 32])..=(key, &[0xffu8; 32]))? {
@@ -360,7 +394,7 @@ impl Store {
 
     /// The heads of each of `keys`, read in one transaction (one snapshot).
     pub fn heads_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Vec<Head>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -381,7 +415,7 @@ impl Store {
 
     /// Every live key under `prefix` with its winning value, in key order.
     pub fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::new();
         let mut group: Vec<Head> = Vec::new();
@@ -419,7 +453,7 @@ impl Store {
     /// included), in key order, one key at a time: a whole share is never in
     /// memory at once.
     pub fn each_heads(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], Vec<Head>)) -> Result<()> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut key: Vec<u8> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
@@ -445,7 +479,7 @@ impl Store {
 
     /// Every key under `prefix` with all its heads (tombstones included), in key order.
     pub fn scan_heads(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Head>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out: Vec<(Vec<u8>, Vec<Head>)> = Vec::new();
         for row in t.range((prefix, &[0u8; 32])..)? {
@@ -476,7 +510,7 @@ impl Store {
     // ---- the sync view ----
 
     pub fn frontier(&self) -> Result<Frontier> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(FRONTIER)?;
         let mut f = Frontier::new();
         for row in t.iter()? {
@@ -490,7 +524,7 @@ impl Store {
     /// Up to `limit` entries this store has and a peer at `theirs` lacks, as
     /// wire bytes, in this store's log order (each chain in seq order).
     pub fn entries_after(&self, theirs: &BTreeMap<AuthorId, u64>, limit: usize) -> Result<Vec<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let chain = txn.open_table(CHAIN)?;
         let entries = txn.open_table(ENTRIES)?;
         let lookup = |a: &AuthorId, seq: u64| -> Result<(u64, [u8; 32])> {
@@ -541,7 +575,7 @@ impl Store {
     /// Checks every chain end to end: contiguous seqs, prev hashes that link,
     /// signatures that verify, ids that match. Returns the number of entries.
     pub fn verify_all(&self) -> Result<usize> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let chain = txn.open_table(CHAIN)?;
         let entries = txn.open_table(ENTRIES)?;
         let mut n = 0;
@@ -571,7 +605,7 @@ impl Store {
     /// chunks are committed without a sync: the durable commit of the entry that
     /// names the manifest makes them durable too.
     pub fn put_content(&self, r: &mut dyn Read) -> Result<Manifest> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         let m = {
             let mut t = txn.open_table(CHUNKS)?;
@@ -592,7 +626,7 @@ impl Store {
         if chunks.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         {
             let mut t = txn.open_table(CHUNKS)?;
@@ -612,7 +646,7 @@ impl Store {
         let Some(mut i) = m.find(offset) else {
             return Ok(0);
         };
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(CHUNKS)?;
         let mut done = 0;
         while done < buf.len() && i < m.chunks().len() {
@@ -632,7 +666,7 @@ impl Store {
     }
 
     pub fn chunk(&self, h: &ChunkHash) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(CHUNKS)?;
         Ok(t.get(&h.0)?.map(|v| v.value().to_vec()))
     }
@@ -642,7 +676,7 @@ impl Store {
         if content::hash(bytes) != *h {
             return Err(Error::ChunkMismatch);
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(CHUNKS)?.insert(&h.0, bytes)?;
         txn.commit()?;
         Ok(())
@@ -650,7 +684,7 @@ impl Store {
 
     /// The subset of `hs` this store does not hold.
     pub fn missing_chunks(&self, hs: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(CHUNKS)?;
         let mut out = Vec::new();
         for h in hs {
@@ -663,12 +697,12 @@ impl Store {
 
     /// Rows kept for parents named before they arrived.
     pub fn awaited_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(txn.open_table(AWAITED)?.len()?)
     }
 
     pub fn chunk_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(txn.open_table(CHUNKS)?.len()?)
     }
 }

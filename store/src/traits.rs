@@ -36,6 +36,8 @@ pub trait KvStore: Send + Sync {
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
     /// Stores new chunks (not synced: the entry that names them is).
     fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
+    /// Reopens the database after a failed write poisoned it.
+    fn reopen(&self) -> Result<()>;
 }
 
 /// What the network needs.
@@ -53,6 +55,10 @@ pub trait SyncStore: Send + Sync {
     /// The durable log end: only entries below it may leave the machine.
     fn watch_durable(&self) -> tokio::sync::watch::Receiver<u64>;
     fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The signed entries that decided `peer`'s membership (see [`Store::membership_evidence`]).
+    fn membership_evidence(&self, peer: &AuthorId) -> Result<Vec<Vec<u8>>>;
+    /// Does `evidence` prove this node was removed or made a reader? (see [`Store::eviction`]).
+    fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String>;
 }
 
 impl KvStore for Store {
@@ -95,6 +101,9 @@ impl KvStore for Store {
     fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
         Store::put_chunks(self, chunks)
     }
+    fn reopen(&self) -> Result<()> {
+        Store::reopen(self)
+    }
 }
 
 impl SyncStore for Store {
@@ -130,5 +139,11 @@ impl SyncStore for Store {
     }
     fn log_since(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         Store::log_since(self, from, limit)
+    }
+    fn membership_evidence(&self, peer: &AuthorId) -> Result<Vec<Vec<u8>>> {
+        Store::membership_evidence(self, peer)
+    }
+    fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String> {
+        Store::eviction(self, evidence)
     }
 }

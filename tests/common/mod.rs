@@ -211,6 +211,27 @@ pub fn assert_refused(out: &Out, words: &[&str]) {
     );
 }
 
+/// A small tmpfs of its own, unmounted when dropped.
+pub struct Tmpfs(pub std::path::PathBuf, Option<tempfile::TempDir>);
+
+impl Tmpfs {
+    pub fn new(size: &str) -> Tmpfs {
+        let (tmp, dir) = empty_dir("lattice-tmpfs-");
+        sh(
+            Path::new("/"),
+            &format!("mount -t tmpfs -o size={size} lattice-test {}", q(&dir)),
+        );
+        Tmpfs(dir, Some(tmp))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        self.1.take();
+    }
+}
+
 /// Single-quotes a path for a shell script.
 pub fn q(p: &Path) -> String {
     let s = p.to_str().expect("test paths are UTF-8");
