@@ -24,6 +24,8 @@ pub struct BufCell {
     pub mtime: AtomicI64,
     /// `None` until the first change loads the base.
     pub buf: Mutex<Option<FileBuf>>,
+    /// The last chunk read through this file, verified.
+    pub chunks: Mutex<store::ChunkCache>,
 }
 
 impl BufCell {

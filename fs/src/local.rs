@@ -511,7 +511,9 @@ impl Shared {
         // between choosing where the bytes come from and reading them.
         let g = cell.as_ref().map(|c| c.buf.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(b) = g.as_ref().and_then(|g| g.as_ref()).filter(|b| b.dirty) {
-            let n = b.read_at(off, &mut buf, self.store.as_ref()).map_err(eio)?;
+            let n = b
+                .read_at(off, &mut buf, self.store.as_ref())
+                .map_err(|e| self.content_error(id, e))?;
             buf.truncate(n);
             return Ok(buf);
         }
@@ -535,9 +537,23 @@ impl Shared {
                 man
             }
         };
-        let n = self.store.read_content(&manifest, off, &mut buf).map_err(eio)?;
+        let n = match &cell {
+            Some(c) => {
+                let mut cache = c.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                self.store.read_content_with(&manifest, off, &mut buf, &mut cache)
+            }
+            None => self.store.read_content(&manifest, off, &mut buf),
+        }
+        .map_err(|e| self.content_error(id, e))?;
         buf.truncate(n);
         Ok(buf)
+    }
+
+    /// A read of `id`'s content failed: EIO, and a log line that names the file.
+    fn content_error(&self, id: NodeId, e: store::Error) -> Errno {
+        let path = self.lock().view.path_of(id);
+        tracing::error!("cannot read {path}: {e}");
+        Errno::EIO
     }
 
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> R<u32> {

@@ -74,6 +74,9 @@ enum Cmd {
     /// Compare what the mount shows with what its store says; list every difference.
     Check {
         dir: Option<PathBuf>,
+        /// Also verify every entry (chains, signatures) and every content chunk (hashes).
+        #[arg(long)]
+        content: bool,
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
@@ -290,9 +293,12 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
-        Cmd::Check { dir, share } => {
+        Cmd::Check { dir, share, content } => {
             let share = share_of(&home, dir, share)?;
-            let v = ask(&home, &share, "check")?;
+            let v = ask(&home, &share, if content { "check content" } else { "check" })?;
+            if content {
+                println!("verified {} entries and {} content chunks", v["entries"], v["chunks"]);
+            }
             let diffs = v["differences"].as_array().cloned().unwrap_or_default();
             for d in &diffs {
                 println!("{}", d.as_str().unwrap_or("?"));

@@ -107,6 +107,34 @@ async fn answer(d: &Daemon, req: &str) -> Value {
                 Err(e) => err(format!("the check failed: {e}")),
             }
         }
+        ["check", "content"] => {
+            let (fs, store) = (d.fs.clone(), d.store.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut diffs = fs.check();
+                let entries = match store.verify_all() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        diffs.push(format!("the log does not verify: {e}"));
+                        0
+                    }
+                };
+                let (chunks, bad) = store.verify_chunks().unwrap_or_else(|e| {
+                    diffs.push(format!("cannot check the content chunks: {e}"));
+                    (0, Vec::new())
+                });
+                for h in &bad {
+                    diffs.push(format!("chunk {h} was damaged: dropped, and asked for from peers"));
+                }
+                (diffs, entries, chunks)
+            })
+            .await;
+            match checked {
+                Ok((diffs, entries, chunks)) => {
+                    json!({ "dir": d.dir, "differences": diffs, "entries": entries, "chunks": chunks })
+                }
+                Err(e) => err(format!("the check failed: {e}")),
+            }
+        }
         ["invite", role, ttl_ms] => {
             let role = match Role::parse(role.as_bytes()) {
                 Some(r @ (Role::Writer | Role::Reader)) => r,

@@ -11,6 +11,7 @@
 pub mod endpoint;
 mod gate;
 mod gossip;
+mod heal;
 mod peers;
 mod sync;
 pub mod ticket;
@@ -181,6 +182,7 @@ impl Net {
         let mut tasks = JoinSet::new();
         tasks.spawn(sync::scheduler(shared.clone(), pull_rx));
         tasks.spawn(sync::anti_entropy(shared.clone()));
+        tasks.spawn(heal::run(shared.clone(), shared.store.watch_wanted()));
         gossip::start(&mut tasks, shared.clone(), gossip, members).await?;
         Ok(Net {
             shared,

@@ -49,6 +49,22 @@ pub fn chunk_reader(r: &mut dyn Read, mut each: impl FnMut(ChunkHash, &[u8]) -> 
     Ok(m)
 }
 
+/// The last chunk a reader got, verified: consecutive reads that share a
+/// chunk neither read nor hash it twice.
+#[derive(Default)]
+pub struct ChunkCache {
+    last: Option<(ChunkHash, std::sync::Arc<Vec<u8>>)>,
+}
+
+impl ChunkCache {
+    pub fn get(&self, h: &ChunkHash) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.last.as_ref().filter(|(k, _)| k == h).map(|(_, v)| v.clone())
+    }
+    pub fn put(&mut self, h: ChunkHash, bytes: std::sync::Arc<Vec<u8>>) {
+        self.last = Some((h, bytes));
+    }
+}
+
 /// A file's new content as an edit of `base`, chunked exactly as chunking the
 /// whole new content would chunk it, at a cost proportional to the change:
 /// chunks of `base` that lie wholly outside `changed` are reused, chunking

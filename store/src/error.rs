@@ -60,6 +60,8 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error("store is damaged: {0}")]
     Damaged(String),
+    #[error("chunk {0} is damaged on disk (its bytes do not match its hash); it is being fetched again from peers")]
+    BadChunk(crate::ChunkHash),
     #[error("the disk is full: {0}")]
     NoSpace(String),
     #[error("the store must be reopened after an I/O error: {0}")]

@@ -24,7 +24,7 @@ pub mod tables;
 mod traits;
 mod watch;
 
-pub use content::Manifest;
+pub use content::{ChunkCache, Manifest};
 pub use entry::{Entry, FORMAT_VERSION, Op};
 pub use error::{Error, Refusal, Result};
 pub use head::Head;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::content::{self, Manifest};
+use crate::content::{self, ChunkCache, Manifest};
 use crate::entry::{Draft, Entry, Op};
 use crate::error::{Error, Result};
 use crate::head::{self, Head};
@@ -641,18 +641,37 @@ impl Store {
     }
 
     /// Reads up to `buf.len()` bytes at `offset` of the content `m`, touching
-    /// only the chunks the range covers.
+    /// only the chunks the range covers. Every chunk is checked against its
+    /// hash: a damaged one is never returned (see [`Error::BadChunk`]).
     pub fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_content_with(m, offset, buf, &mut ChunkCache::default())
+    }
+
+    /// [`Store::read_content`] with the reader's own cache of its last chunk.
+    pub fn read_content_with(
+        &self,
+        m: &Manifest,
+        offset: u64,
+        buf: &mut [u8],
+        cache: &mut ChunkCache,
+    ) -> Result<usize> {
         let Some(mut i) = m.find(offset) else {
             return Ok(0);
         };
-        let txn = self.db().begin_read()?;
-        let t = txn.open_table(CHUNKS)?;
         let mut done = 0;
         while done < buf.len() && i < m.chunks().len() {
             let (h, start, len) = m.chunk_at(i);
-            let chunk = t.get(&h.0)?.ok_or_else(|| Error::MissingChunk(h.to_string()))?;
-            let data = chunk.value();
+            let data = match cache.get(&h) {
+                Some(d) => d,
+                None => {
+                    let d = std::sync::Arc::new(
+                        self.verified_chunk(&h)?
+                            .ok_or_else(|| Error::MissingChunk(h.to_string()))?,
+                    );
+                    cache.put(h, d.clone());
+                    d
+                }
+            };
             if data.len() as u64 != len {
                 return Err(Error::Damaged(format!("chunk {h} has the wrong length")));
             }
@@ -665,10 +684,61 @@ impl Store {
         Ok(done)
     }
 
+    /// A chunk's bytes, checked against its hash. A damaged chunk is taken
+    /// out of the store (so it counts as missing), announced to
+    /// [`Store::watch_wanted`] so that peers are asked for it, and reported as
+    /// [`Error::BadChunk`].
+    pub fn verified_chunk(&self, h: &ChunkHash) -> Result<Option<Vec<u8>>> {
+        let bytes = {
+            let txn = self.db().begin_read()?;
+            let t = txn.open_table(CHUNKS)?;
+            t.get(&h.0)?.map(|v| v.value().to_vec())
+        };
+        match bytes {
+            Some(b) if content::hash(&b) != *h => {
+                tracing::error!("chunk {h} is damaged on disk; dropping it and asking peers for it");
+                let txn = self.db().begin_write()?;
+                txn.open_table(CHUNKS)?.remove(&h.0)?;
+                txn.commit()?;
+                self.watchers.want(*h);
+                Err(Error::BadChunk(*h))
+            }
+            b => Ok(b),
+        }
+    }
+
+    /// A chunk to serve a peer: only if it is here and whole.
     pub fn chunk(&self, h: &ChunkHash) -> Result<Option<Vec<u8>>> {
-        let txn = self.db().begin_read()?;
-        let t = txn.open_table(CHUNKS)?;
-        Ok(t.get(&h.0)?.map(|v| v.value().to_vec()))
+        match self.verified_chunk(h) {
+            Err(Error::BadChunk(_)) => Ok(None),
+            r => r,
+        }
+    }
+
+    /// Chunks found damaged (and dropped), which peers should be asked for.
+    pub fn watch_wanted(&self) -> UnboundedReceiver<ChunkHash> {
+        self.watchers.watch_wanted()
+    }
+
+    /// Checks every stored chunk against its hash; drops and asks peers for
+    /// the damaged ones. Returns (chunks checked, damaged ones).
+    pub fn verify_chunks(&self) -> Result<(u64, Vec<ChunkHash>)> {
+        let mut bad = Vec::new();
+        let mut n = 0;
+        let hashes: Vec<ChunkHash> = {
+            let txn = self.db().begin_read()?;
+            let t = txn.open_table(CHUNKS)?;
+            t.iter()?
+                .map(|r| r.map(|(k, _)| ChunkHash(*k.value())))
+                .collect::<Result<_, _>>()?
+        };
+        for h in hashes {
+            n += 1;
+            if let Err(Error::BadChunk(h)) = self.verified_chunk(&h) {
+                bad.push(h);
+            }
+        }
+        Ok((n, bad))
     }
 
     /// Stores a chunk that arrived from a peer, after checking its hash.

@@ -7,7 +7,7 @@ use std::io::Read;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::content::Manifest;
+use crate::content::{ChunkCache, Manifest};
 use crate::entry::Op;
 use crate::error::Result;
 use crate::head::Head;
@@ -34,6 +34,8 @@ pub trait KvStore: Send + Sync {
     fn watch(&self, prefix: &[u8]) -> UnboundedReceiver<Change>;
     fn put_content(&self, r: &mut dyn Read) -> Result<Manifest>;
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// [`KvStore::read_content`] with the reader's cache of its last chunk.
+    fn read_content_with(&self, m: &Manifest, offset: u64, buf: &mut [u8], cache: &mut ChunkCache) -> Result<usize>;
     /// Stores new chunks (not synced: the entry that names them is).
     fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
     /// Reopens the database after a failed write poisoned it.
@@ -59,6 +61,8 @@ pub trait SyncStore: Send + Sync {
     fn membership_evidence(&self, peer: &AuthorId) -> Result<Vec<Vec<u8>>>;
     /// Does `evidence` prove this node was removed or made a reader? (see [`Store::eviction`]).
     fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String>;
+    /// Chunks found damaged here, to fetch again from peers.
+    fn watch_wanted(&self) -> UnboundedReceiver<ChunkHash>;
 }
 
 impl KvStore for Store {
@@ -97,6 +101,9 @@ impl KvStore for Store {
     }
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize> {
         Store::read_content(self, m, offset, buf)
+    }
+    fn read_content_with(&self, m: &Manifest, offset: u64, buf: &mut [u8], cache: &mut ChunkCache) -> Result<usize> {
+        Store::read_content_with(self, m, offset, buf, cache)
     }
     fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
         Store::put_chunks(self, chunks)
@@ -145,5 +152,8 @@ impl SyncStore for Store {
     }
     fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String> {
         Store::eviction(self, evidence)
+    }
+    fn watch_wanted(&self) -> UnboundedReceiver<ChunkHash> {
+        Store::watch_wanted(self)
     }
 }

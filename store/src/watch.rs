@@ -27,6 +27,7 @@ pub struct Gap {
 pub(crate) struct Watchers {
     changes: Mutex<Vec<(Vec<u8>, UnboundedSender<Change>)>>,
     gaps: Mutex<Vec<UnboundedSender<Gap>>>,
+    wanted: Mutex<Vec<UnboundedSender<crate::ChunkHash>>>,
 }
 
 impl Watchers {
@@ -40,6 +41,17 @@ impl Watchers {
         let (tx, rx) = unbounded_channel();
         self.gaps.lock().unwrap().push(tx);
         rx
+    }
+
+    pub fn watch_wanted(&self) -> UnboundedReceiver<crate::ChunkHash> {
+        let (tx, rx) = unbounded_channel();
+        self.wanted.lock().unwrap().push(tx);
+        rx
+    }
+
+    /// A chunk went bad here: ask whoever listens to fetch it again.
+    pub fn want(&self, h: crate::ChunkHash) {
+        self.wanted.lock().unwrap().retain(|tx| tx.send(h).is_ok());
     }
 
     pub fn notify(&self, changes: &[Change], gaps: &[Gap]) {

@@ -1,0 +1,60 @@
+//! Self-healing content: a chunk found damaged here (its bytes do not match
+//! its hash) is dropped by the store and asked for again from the members,
+//! one after another, until one has it; while none has it, it is asked for
+//! again every [`RETRY`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::ChunkHash;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{Shared, sync};
+
+/// How often chunks no member had are asked for again.
+const RETRY: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(s: Arc<Shared>, mut wanted: UnboundedReceiver<ChunkHash>) {
+    let mut outstanding: BTreeSet<ChunkHash> = BTreeSet::new();
+    let mut tick = tokio::time::interval(RETRY);
+    loop {
+        tokio::select! {
+            h = wanted.recv() => match h {
+                Some(h) => {
+                    outstanding.insert(h);
+                    while let Ok(h) = wanted.try_recv() {
+                        outstanding.insert(h);
+                    }
+                }
+                None => return,
+            },
+            _ = tick.tick(), if !outstanding.is_empty() => {}
+        }
+        if s.paused() {
+            continue;
+        }
+        let mut healed = 0;
+        for h in outstanding.clone() {
+            for (peer, _) in s.dir.members() {
+                if tokio::time::timeout(Duration::from_secs(30), sync::fetch_from(&s, peer, &[h]))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    tracing::info!(chunk = %h, peer = %peer.short(), "healed a damaged chunk from a peer");
+                    outstanding.remove(&h);
+                    healed += 1;
+                    break;
+                }
+            }
+        }
+        if !outstanding.is_empty() {
+            tracing::warn!(
+                healed,
+                missing = outstanding.len(),
+                "no member has some damaged chunks now; asking again in {} s",
+                RETRY.as_secs()
+            );
+        }
+    }
+}
