@@ -78,3 +78,52 @@ fn check_content_finds_damage_no_peer_can_repair() {
     let e = fs::read(a.p("alone.bin")).expect_err("damaged bytes were served");
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
 }
+
+/// Flips a byte inside every copy of `needle` in `file`; returns how many.
+fn flip_all(file: &Path, needle: &[u8]) -> usize {
+    let mut bytes = fs::read(file).unwrap();
+    let at: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    for i in &at {
+        bytes[i + needle.len() / 2] ^= 0xff;
+    }
+    fs::write(file, bytes).unwrap();
+    at.len()
+}
+
+fn orphans(m: &Mount) -> u64 {
+    status_mount(&m.home, &m.dir).unwrap()["orphans"].as_u64().unwrap()
+}
+
+#[test]
+fn a_cut_tail_is_fetched_back_before_the_node_writes_again() {
+    let mut a = Mount::new();
+    let b = join(&a);
+    write(&a.p("first.txt"), b"one");
+    let marker = "tail-marker-7f3a9c02.txt";
+    write(&a.p(marker), b"last");
+    same_entries(&[&a, &b]);
+    a.unmount();
+    // Damage A's newest entry (the one naming the marker): opening cuts it.
+    assert!(flip_all(&a.home.join("shares/default/store.redb"), marker.as_bytes()) > 0);
+    a.mount();
+    let log = fs::read_to_string(a.home.join("shares/default/daemon.log")).unwrap();
+    assert!(
+        log.contains("lost its own entries"),
+        "A did not notice it lost its own entries:\n{log}"
+    );
+    // B returns them; only then does A write, and every peer accepts it.
+    eventually("A writes again", || fs::write(a.p("after.txt"), b"new").is_ok());
+    same_entries(&[&a, &b]);
+    assert_eq!(read(&b.p("after.txt")), b"new");
+    assert_eq!(read(&a.p(marker)), b"last");
+    assert_eq!((orphans(&a), orphans(&b)), (0, 0), "orphans stay behind");
+    for m in [&a, &b] {
+        let out = mountctl_s(&m.home, &["check", "--content", m.dir.to_str().unwrap()]);
+        assert!(out.ok(), "{}", out.describe());
+    }
+}

@@ -117,6 +117,10 @@ impl Shared {
     /// handle), writes what is queued, and is Ok again if that works (a
     /// failure waits twice as long for the next try).
     pub(crate) fn retry(&self) {
+        if let Some(why) = self.store.write_blocked() {
+            self.lock().health.failed(Errno::EROFS, why);
+            return;
+        }
         if let Err(e) = self.store.reopen() {
             tracing::warn!("cannot reopen the store yet: {e}");
         }

@@ -150,6 +150,11 @@ pub(crate) fn open_with(
     let changes = store.watch(node::PREFIX);
     let me = store.author();
     let model = local::load(store.as_ref(), me, inodes).map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
+    let mut model = model;
+    if let Some(why) = store.write_blocked() {
+        // Read-only until the store takes writes again (see health.rs).
+        model.health.failed(errno::Errno::EROFS, why);
+    }
     if fresh && model.view.len() > 2 {
         tracing::warn!("this share had no inode map here: inode numbers start afresh (the kernel holds none)");
     }

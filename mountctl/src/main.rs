@@ -51,6 +51,14 @@ enum Cmd {
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
+    /// After a damaged tail was cut, write again without the lost entries
+    /// (only when no peer ever got them: one that did refuses what follows).
+    ForgetLostEntries {
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
+        share: String,
+    },
     /// Print a ticket that lets one more machine join (once).
     Invite {
         /// The new member may read but not write.
@@ -340,6 +348,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             ask(&home, &share, "leave")?;
             println!("left share {share:?}; its mount is read-only now (unmount it with `mountctl unmount DIR`)");
+            Ok(())
+        }
+        Cmd::ForgetLostEntries { yes, share } => {
+            if !yes {
+                bail!("this can fork this node's chain if any peer has the lost entries; add --yes if none does");
+            }
+            ask(&home, &share, "forget-lost-entries")?;
+            println!("this node writes again from the entries it has");
             Ok(())
         }
         Cmd::Sync { share } => {

@@ -197,6 +197,10 @@ async fn answer(d: &Daemon, req: &str) -> Value {
                 Err(e) => err(format!("cannot leave: {e}")),
             }
         }
+        ["forget-lost-entries"] => match d.store.forget_lost_entries() {
+            Ok(()) => json!({ "ok": true }),
+            Err(e) => err(format!("cannot forget the lost entries: {e}")),
+        },
         ["sync"] => {
             let results: Vec<Value> = d
                 .net

@@ -62,6 +62,11 @@ pub enum Error {
     Damaged(String),
     #[error("chunk {0} is damaged on disk (its bytes do not match its hash); it is being fetched again from peers")]
     BadChunk(crate::ChunkHash),
+    #[error(
+        "this node's store lost its own entries {} to {had} when a damaged tail was cut: it writes nothing until a peer returns them (if no peer ever got them: mountctl forget-lost-entries)",
+        have + 1
+    )]
+    OwnEntriesLost { have: u64, had: u64 },
     #[error("the disk is full: {0}")]
     NoSpace(String),
     #[error("the store must be reopened after an I/O error: {0}")]
@@ -82,6 +87,7 @@ impl Error {
         match self {
             Error::NoSpace(_) => libc_enospc(),
             Error::Refused(Refusal::TooLarge { .. }) => 27, // EFBIG
+            Error::OwnEntriesLost { .. } => 30,             // EROFS
             e if e.is_permanent() => 30,                    // EROFS
             _ => 5,                                         // EIO
         }

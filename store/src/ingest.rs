@@ -61,6 +61,10 @@ impl Store {
         txn.commit()?;
         self.durable.send_replace(log_end);
         drop(clock);
+        // Peers may have returned entries of ours a cut had lost.
+        if self.own_lost.lock().unwrap().is_some() {
+            self.check_own_chain()?;
+        }
         self.watchers.notify(&changes, &gaps);
         Ok(out)
     }

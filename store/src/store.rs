@@ -49,6 +49,9 @@ impl Default for Config {
     }
 }
 
+/// Meta key: the highest seq this node ever wrote.
+const OWN_SEQ: &str = "own_seq";
+
 /// One entry a local write made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
@@ -91,6 +94,10 @@ pub struct Store {
     pub(crate) durable: tokio::sync::watch::Sender<u64>,
     /// Table operations indexing has done (see `index.rs`).
     pub(crate) index_work: std::sync::atomic::AtomicU64,
+    /// (own entries held, own entries ever written) when a cut lost some: no
+    /// local write until peers return them, or this node would sign a second
+    /// entry with a seq it used (a fork every peer refuses).
+    pub(crate) own_lost: Mutex<Option<(u64, u64)>>,
     report: OpenReport,
 }
 
@@ -138,6 +145,7 @@ impl Store {
             t.meta.insert("share", share.0.as_slice())?;
             t.append(&e, &mut Vec::new(), true)?;
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+            t.meta.insert(OWN_SEQ, 1u64.to_be_bytes().as_slice())?;
         }
         txn.commit()?;
         Self::finish_open(db, loc, me, cfg)
@@ -214,12 +222,70 @@ impl Store {
             cfg,
             watchers: Watchers::default(),
             index_work: Default::default(),
+            own_lost: Mutex::new(None),
             report,
         };
+        store.check_own_chain()?;
         let expired = store.expire_orphans(crate::hlc::wall_ms())?;
         let mut report = store.report.clone();
         report.orphans_expired = expired;
         Ok(Store { report, ..store })
+    }
+
+    /// Compares this node's chain here with the highest seq it ever wrote
+    /// (kept apart from the log, so a cut of the log cannot lose it).
+    pub(crate) fn check_own_chain(&self) -> Result<()> {
+        let me = self.author();
+        let txn = self.db().begin_write()?;
+        let lost = {
+            let mut t = Tables::open(&txn)?;
+            let (have, _) = t.tip(&me)?;
+            let had = match t.meta.get(OWN_SEQ)? {
+                Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| Error::Damaged("own seq".into()))?),
+                None => have,
+            };
+            let had = had.max(have);
+            t.meta.insert(OWN_SEQ, had.to_be_bytes().as_slice())?;
+            (have < had).then_some((have, had))
+        };
+        txn.commit()?;
+        let mut slot = self.own_lost.lock().unwrap();
+        match (lost, slot.is_some()) {
+            (Some((have, had)), false) => tracing::error!(
+                "this node's store lost its own entries {} to {had}; it writes nothing until a peer returns them",
+                have + 1
+            ),
+            (None, true) => tracing::info!("this node got its lost entries back from its peers; it writes again"),
+            _ => {}
+        }
+        *slot = lost;
+        Ok(())
+    }
+
+    /// Why local writes are refused now, if they are (own entries lost).
+    pub fn write_blocked(&self) -> Option<String> {
+        self.own_lost
+            .lock()
+            .unwrap()
+            .map(|(have, had)| Error::OwnEntriesLost { have, had }.to_string())
+    }
+
+    /// Accepts that this node's lost entries are gone for good (no peer ever
+    /// got them): it may write again, from the seq it has. A peer that did
+    /// get them will refuse what it writes next.
+    pub fn forget_lost_entries(&self) -> Result<()> {
+        let me = self.author();
+        let _w = self.clock.lock().unwrap();
+        let txn = self.db().begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            let (have, _) = t.tip(&me)?;
+            t.meta.insert(OWN_SEQ, have.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        *self.own_lost.lock().unwrap() = None;
+        tracing::warn!("forgot this node's lost entries: it writes again from the seq it has");
+        Ok(())
     }
 
     pub(crate) fn db(&self) -> Arc<Database> {
@@ -284,6 +350,9 @@ impl Store {
     /// durable commit makes it durable (redb orders commits).
     pub fn write_batches(&self, batches: Vec<Vec<Op>>, durable: bool) -> Result<Vec<Written>> {
         let mut clock = self.clock.lock().unwrap();
+        if let Some((have, had)) = *self.own_lost.lock().unwrap() {
+            return Err(Error::OwnEntriesLost { have, had });
+        }
         let mut txn = self.db().begin_write()?;
         if !durable {
             txn.set_durability(Durability::None)?;
@@ -322,6 +391,8 @@ impl Store {
                 ids.push(Written { id: e.id, hlc });
             }
             t.meta.insert("hlc", clock.last().0.to_be_bytes().as_slice())?;
+            let (own, _) = t.tip(&me)?;
+            t.meta.insert(OWN_SEQ, own.to_be_bytes().as_slice())?;
             log_end = t.log_end()?;
             self.index_work.fetch_add(t.work, std::sync::atomic::Ordering::Relaxed);
         }

@@ -40,6 +40,8 @@ pub trait KvStore: Send + Sync {
     fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
     /// Reopens the database after a failed write poisoned it.
     fn reopen(&self) -> Result<()>;
+    /// Why local writes are refused now, if they are.
+    fn write_blocked(&self) -> Option<String>;
 }
 
 /// What the network needs.
@@ -110,6 +112,9 @@ impl KvStore for Store {
     }
     fn reopen(&self) -> Result<()> {
         Store::reopen(self)
+    }
+    fn write_blocked(&self) -> Option<String> {
+        Store::write_blocked(self)
     }
 }
 
