@@ -86,6 +86,12 @@ fn a_full_disk_gives_enospc_refuses_changes_and_recovers_by_itself() {
     m.mount();
     assert_eq!(read(&m.p("after")), b"written once there was room");
     assert!(!m.p("safe").exists());
+    for i in 0..n {
+        assert!(
+            read(&m.p(format!("big{i}"))) == Rng::new(2 + i).bytes(4 << 20),
+            "big{i} was closed without an error but is not intact"
+        );
+    }
     let errors = daemon_log(&home).matches("ERROR").count();
     assert!(errors < 20, "{errors} error lines: the log floods");
 }

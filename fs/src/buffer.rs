@@ -16,6 +16,12 @@ use std::sync::Arc;
 
 use store::{ChunkHash, KvStore, Manifest};
 
+/// The largest file: its manifest must fit in one entry (about 240,000
+/// chunks of 64 KiB on average; see the README's limits).
+pub const MAX_FILE_BYTES: u64 = 12 << 30;
+/// The most chunks one file's manifest may list.
+pub const MAX_CHUNKS: usize = 230_000;
+
 /// Past this many changed bytes, extents move to a temporary file.
 pub const MEMORY_LIMIT: u64 = 8 << 20;
 /// New chunks are handed to the store in batches of about this many bytes.
@@ -289,14 +295,13 @@ impl FileBuf {
                 batch.push((h, data.to_vec()));
                 batch_bytes += data.len();
                 if batch_bytes >= CHUNK_BATCH {
-                    store.put_chunks(&batch)?;
-                    batch.clear();
+                    store.put_chunks(std::mem::take(&mut batch))?;
                     batch_bytes = 0;
                 }
                 Ok(())
             },
         )?;
-        store.put_chunks(&batch)?;
+        store.put_chunks(batch)?;
         Ok(Arc::new(m))
     }
 

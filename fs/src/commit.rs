@@ -160,8 +160,8 @@ impl Shared {
         let ids: Vec<_> = self.lock().open.keys().copied().collect();
         let mut lost = Vec::new();
         for id in ids {
-            if self.commit(id).is_err() {
-                lost.push(self.lock().view.path_of(id));
+            if let Err(e) = self.commit(id) {
+                lost.push(format!("{} ({e})", self.lock().view.path_of(id)));
             }
         }
         let flushed = self.flush_now(true);
@@ -174,7 +174,7 @@ impl Shared {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone()
-                    .unwrap_or_else(|| "the store refused the write".into());
+                    .unwrap_or_else(|| "the store did not take them".into());
                 let files = if lost.is_empty() {
                     String::new()
                 } else {

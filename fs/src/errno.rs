@@ -20,6 +20,16 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const EFBIG: Errno = Errno(libc::EFBIG);
+}
+
+impl std::fmt::Display for Errno {
+    /// The C library's words for it ("No space left on device").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = std::io::Error::from_raw_os_error(self.0).to_string();
+        // std appends " (os error N)"; the words are enough here.
+        f.write_str(e.split(" (os error").next().unwrap_or(&e))
+    }
 }
 
 pub type R<T> = Result<T, Errno>;

@@ -130,6 +130,8 @@ impl Shared {
                 m.health = Health::Ok;
                 tracing::info!("the store takes writes again; every queued change is written");
             }
+            drop(m);
+            self.commit_left_over();
         }
     }
 

@@ -80,6 +80,17 @@ pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::
     view.settle();
     release_free_memory();
     let mut m = Model::new(me, view, inodes);
+    // The map is saved apart from the store, so after a crash it can name
+    // nodes whose creation never reached the store: their numbers go.
+    let unknown: Vec<NodeId> = m
+        .inodes
+        .iter()
+        .filter(|(_, id)| m.view.get(*id).is_none() && m.view.copy(*id).is_none())
+        .map(|(_, id)| id)
+        .collect();
+    for id in unknown {
+        m.inodes.remove(id);
+    }
     if m.view.get(NodeId::ROOT).is_none_or(|r| r.attr.is_none()) {
         // A new share: its root's attributes and time are written once, so
         // every later mount (and every peer) shows the same.
@@ -322,6 +333,9 @@ impl Shared {
             if kind != Kind::File {
                 return Err(Errno::EISDIR);
             }
+            if size > crate::buffer::MAX_FILE_BYTES {
+                return Err(Errno::EFBIG);
+            }
             self.change_file(id, by_path, |b| b.set_len(size).map_err(eio))?;
         }
         if s.mode.is_some() || s.uid.is_some() || s.gid.is_some() {
@@ -557,6 +571,9 @@ impl Shared {
     }
 
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> R<u32> {
+        if off + data.len() as u64 > crate::buffer::MAX_FILE_BYTES {
+            return Err(Errno::EFBIG);
+        }
         let (id, cell) = {
             let mut m = self.lock();
             let id = m.id(ino)?;
@@ -591,6 +608,17 @@ impl Shared {
             Ok(m) => m,
             Err(e) => return Err(self.store_failed(&e)),
         };
+        if manifest.chunks().len() > crate::buffer::MAX_CHUNKS {
+            // Content no entry can describe: the writer hears it now.
+            tracing::error!(
+                "{} is too large to share ({} chunks)",
+                self.lock().view.path_of(id),
+                manifest.chunks().len()
+            );
+            *g = None;
+            cell.clear();
+            return Err(Errno::EFBIG);
+        }
         if matches!(self.lock().health, crate::health::Health::ReadOnly { .. }) && !self.lock().deleted_here(id) {
             // This node may no longer write: keep what was written, say so.
             *g = None;
@@ -670,6 +698,31 @@ impl Shared {
             }
         }
         r
+    }
+
+    /// Commits the files closed with changes the store could not take then
+    /// (their `close` reported it): once the store takes writes again, what
+    /// was written to them is kept, as a disk keeps dirty pages it could not
+    /// write at first.
+    pub(crate) fn commit_left_over(&self) {
+        let ids: Vec<_> = {
+            let m = self.lock();
+            m.open
+                .iter()
+                .filter(|(_, o)| o.handles == 0 && o.cell.is_dirty())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids {
+            if self.commit(id).is_err() {
+                return;
+            }
+            let mut m = self.lock();
+            if m.open.get(&id).is_some_and(|o| o.handles == 0 && !o.cell.is_dirty()) {
+                m.open.remove(&id);
+                m.reap(id);
+            }
+        }
     }
 
     /// Durable when this returns: the file's buffer and every pending change.

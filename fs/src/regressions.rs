@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use store::{Config, Identity, KvStore, Location, Store, SyncStore};
+use store::{Config, Identity, Location, Store};
 
 use crate::inode_map::ROOT_INO;
 use crate::local::SetAttr;

@@ -18,6 +18,7 @@ mod ids;
 mod index;
 mod ingest;
 pub mod membership;
+mod shelf;
 mod store;
 #[doc(hidden)]
 pub mod tables;

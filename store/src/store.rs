@@ -98,6 +98,8 @@ pub struct Store {
     /// local write until peers return them, or this node would sign a second
     /// entry with a seq it used (a fork every peer refuses).
     pub(crate) own_lost: Mutex<Option<(u64, u64)>>,
+    /// Chunks committed unsynced, kept until a synced commit covers them.
+    pub(crate) shelf: crate::shelf::Shelf,
     report: OpenReport,
 }
 
@@ -223,6 +225,7 @@ impl Store {
             watchers: Watchers::default(),
             index_work: Default::default(),
             own_lost: Mutex::new(None),
+            shelf: Default::default(),
             report,
         };
         store.check_own_chain()?;
@@ -311,7 +314,17 @@ impl Store {
         drop(std::mem::replace(&mut *slot, placeholder));
         let db = Database::builder().set_cache_size(self.cfg.cache_bytes).open(path)?;
         *slot = Arc::new(db);
+        drop(slot);
+        drop(_w);
+        // The reopen rolled the file back to its last synced commit.
+        self.shelf.reopened();
         tracing::info!(path = %path.display(), "reopened the store");
+        if let Err(e) = self.sync() {
+            tracing::warn!(
+                "cannot yet put back {} bytes of unsynced chunks (kept in memory, tried with the next write): {e}",
+                self.shelf.bytes()
+            );
+        }
         Ok(())
     }
 
@@ -357,11 +370,18 @@ impl Store {
         if !durable {
             txn.set_durability(Durability::None)?;
         }
+        let mark = self.shelf.mark();
         let mut changes = Vec::new();
         let mut ids = Vec::with_capacity(batches.len());
         let log_end;
         {
             let mut t = Tables::open(&txn)?;
+            // After a reopen, chunks that entries may name go back first.
+            for (h, b) in self.shelf.to_restore() {
+                if t.chunks.get(&h.0)?.is_none() {
+                    t.chunks.insert(&h.0, b.as_slice())?;
+                }
+            }
             let me = self.me.author();
             for ops in batches {
                 let ops = last_op_per_key(ops);
@@ -398,6 +418,7 @@ impl Store {
         }
         txn.commit()?;
         if durable {
+            self.shelf.synced(mark);
             self.durable.send_replace(log_end);
         }
         drop(clock);
@@ -409,8 +430,18 @@ impl Store {
     pub fn sync(&self) -> Result<()> {
         let _w = self.clock.lock().unwrap();
         let txn = self.db().begin_write()?;
-        let log_end = Tables::open(&txn)?.log_end()?;
+        let mark = self.shelf.mark();
+        let log_end = {
+            let mut t = Tables::open(&txn)?;
+            for (h, b) in self.shelf.to_restore() {
+                if t.chunks.get(&h.0)?.is_none() {
+                    t.chunks.insert(&h.0, b.as_slice())?;
+                }
+            }
+            t.log_end()?
+        };
         txn.commit()?;
+        self.shelf.synced(mark);
         self.durable.send_replace(log_end);
         Ok(())
     }
@@ -672,12 +703,10 @@ impl Store {
 
     // ---- content ----
 
-    /// Chunks `r`, stores chunks not yet present, returns the manifest. The
-    /// chunks are committed without a sync: the durable commit of the entry that
-    /// names the manifest makes them durable too.
+    /// Chunks `r`, stores chunks not yet present (synced), returns the manifest.
     pub fn put_content(&self, r: &mut dyn Read) -> Result<Manifest> {
-        let mut txn = self.db().begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let txn = self.db().begin_write()?;
+        let mark = self.shelf.mark();
         let m = {
             let mut t = txn.open_table(CHUNKS)?;
             content::chunk_reader(r, |h, bytes| {
@@ -688,26 +717,50 @@ impl Store {
             })?
         };
         txn.commit()?;
+        self.shelf.synced(mark);
         Ok(m)
     }
 
     /// Stores chunks made here (by [`content::rechunk`]), skipping those already
-    /// present. Not synced: the durable commit of the entry that names them is.
-    pub fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+    /// present. Not synced (the durable commit of the entry that names them
+    /// is), but kept in memory until then: see `shelf.rs`.
+    pub fn put_chunks(&self, chunks: Vec<(ChunkHash, Vec<u8>)>) -> Result<()> {
         if chunks.is_empty() {
             return Ok(());
         }
         let mut txn = self.db().begin_write()?;
-        txn.set_durability(Durability::None)?;
+        let size = chunks.iter().map(|c| c.1.len()).sum();
+        // Past the shelf's limit this put is synced, and so is every earlier one.
+        let sync = self.shelf.full_with(size);
+        if !sync {
+            txn.set_durability(Durability::None)?;
+        }
+        let mark = self.shelf.mark();
+        let mut new = Vec::with_capacity(chunks.len());
         {
             let mut t = txn.open_table(CHUNKS)?;
-            for (h, bytes) in chunks {
+            for (h, bytes) in self.shelf.to_restore() {
                 if t.get(&h.0)?.is_none() {
                     t.insert(&h.0, bytes.as_slice())?;
                 }
             }
+            for (h, bytes) in chunks {
+                if t.get(&h.0)?.is_none() {
+                    t.insert(&h.0, bytes.as_slice())?;
+                    new.push((h, bytes));
+                }
+            }
         }
-        txn.commit()?;
+        if sync {
+            txn.commit()?;
+            self.shelf.synced(mark);
+            return Ok(());
+        }
+        let first = self.shelf.keep(new);
+        if let Err(e) = txn.commit() {
+            self.shelf.drop_from(first);
+            return Err(e.into());
+        }
         Ok(())
     }
 

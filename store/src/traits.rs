@@ -36,8 +36,9 @@ pub trait KvStore: Send + Sync {
     fn read_content(&self, m: &Manifest, offset: u64, buf: &mut [u8]) -> Result<usize>;
     /// [`KvStore::read_content`] with the reader's cache of its last chunk.
     fn read_content_with(&self, m: &Manifest, offset: u64, buf: &mut [u8], cache: &mut ChunkCache) -> Result<usize>;
-    /// Stores new chunks (not synced: the entry that names them is).
-    fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
+    /// Stores new chunks (not synced: the entry that names them is; kept in
+    /// memory until then, so that a reopen cannot lose them).
+    fn put_chunks(&self, chunks: Vec<(ChunkHash, Vec<u8>)>) -> Result<()>;
     /// Reopens the database after a failed write poisoned it.
     fn reopen(&self) -> Result<()>;
     /// Why local writes are refused now, if they are.
@@ -107,7 +108,7 @@ impl KvStore for Store {
     fn read_content_with(&self, m: &Manifest, offset: u64, buf: &mut [u8], cache: &mut ChunkCache) -> Result<usize> {
         Store::read_content_with(self, m, offset, buf, cache)
     }
-    fn put_chunks(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+    fn put_chunks(&self, chunks: Vec<(ChunkHash, Vec<u8>)>) -> Result<()> {
         Store::put_chunks(self, chunks)
     }
     fn reopen(&self) -> Result<()> {

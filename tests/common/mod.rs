@@ -563,7 +563,12 @@ impl Mount {
             MOUNT_TIMEOUT,
         );
         if !out.ok() {
-            panic!("cannot unmount {}: {}", self.dir.display(), out.describe());
+            panic!(
+                "cannot unmount {}: {}\n{}",
+                self.dir.display(),
+                out.describe(),
+                log_tails(&self.home)
+            );
         }
         if is_mountpoint(&self.dir) {
             panic!(
@@ -666,3 +671,20 @@ mod tree;
 #[allow(unused_imports)]
 pub use peers::*;
 pub use tree::*;
+
+/// The last lines of every daemon log under `home`, for a failure message.
+pub fn log_tails(home: &Path) -> String {
+    let mut out = String::new();
+    let Ok(shares) = std::fs::read_dir(home.join("shares")) else {
+        return out;
+    };
+    for share in shares.flatten() {
+        let log = share.path().join("daemon.log");
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out += &format!("--- last lines of {}:\n{}\n", log.display(), tail.join("\n"));
+        }
+    }
+    out
+}
