@@ -5,8 +5,25 @@
 # line per run and a table; exits 1 if any run diverged (its operation log is
 # in /tmp/lattice-model-SEED.log).
 #   bash bench/soak.sh [ROUNDS] [OPS] [SEEDS]
+# `bash bench/soak.sh kill [CYCLES]` instead runs the SIGKILL drill
+# (tests/crash.rs) for CYCLES kills (default 50) and prints its table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = kill ]; then
+  cycles=${2:-50}
+  out=$(LATTICE_KILL_CYCLES=$cycles timeout 1800 \
+        cargo test -q -p mountctl --test crash -- --ignored --nocapture 2>&1)
+  line=$(echo "$out" | grep -E "kills, [0-9]+ fsynced" | head -1)
+  echo "| soak | kills | result |"
+  echo "|---|---|---|"
+  if echo "$out" | grep -q "test result: ok"; then
+    echo "| SIGKILL during mixed writes | $cycles | ok: $line |"
+    exit 0
+  fi
+  echo "| SIGKILL during mixed writes | $cycles | FAILED |"
+  echo "$out" | tail -30 >&2
+  exit 1
+fi
 rounds=${1:-10} ops=${2:-3000} seeds=${3:-3}
 cargo test -q -p mountctl --test model --no-run >&2 || exit 1
 ok=0 failed=0 total=0

@@ -6,6 +6,7 @@ mod directory;
 mod home;
 mod log;
 mod serve;
+mod stale;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -406,10 +407,13 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
         .and_then(|s| std::fs::read_to_string(s.lock()).ok())
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or(0);
-    // The daemon answers once it has unmounted and written every change.
+    // The daemon answers once it has unmounted and written every change. A
+    // dead or dying one is not asked: its socket may still accept, but
+    // nobody would answer.
+    let gone = pid > 0 && (stale::daemon_gone(pid) || share.as_ref().is_some_and(|s| stale::lock_free(&s.lock())));
     let reply = share
         .as_ref()
-        .filter(|s| s.socket().exists())
+        .filter(|s| s.socket().exists() && !gone)
         .map(|s| control::request(&s.socket(), "unmount", UNMOUNT_WAIT));
     match reply {
         Some(Ok(v)) => {
@@ -448,6 +452,16 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
                     dir.display(),
                     home.dir.display()
                 );
+            }
+            if pid > 0 && !gone {
+                bail!(
+                    "the daemon of {} (pid {pid}) is running but does not answer; not touching its mount",
+                    dir.display()
+                );
+            }
+            // Processes blocked on the dead mount fail now instead of never.
+            if let Err(e) = stale::abort_connection(&dir) {
+                eprintln!("mountctl: {e:#}; detaching the mount anyway");
             }
             let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
             if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
