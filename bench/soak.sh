@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = kill ]; then
   cycles=${2:-50}
   out=$(LATTICE_KILL_CYCLES=$cycles timeout 1800 \
-        cargo test -q -p mountctl --test crash -- --ignored --nocapture 2>&1)
+        cargo test -q -p mountctl --test crash -- --nocapture 2>&1)
   line=$(echo "$out" | grep -E "kills, [0-9]+ fsynced" | head -1)
   echo "| soak | kills | result |"
   echo "|---|---|---|"

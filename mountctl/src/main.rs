@@ -472,6 +472,12 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
                 );
             }
             if let Some(s) = share {
+                // The dying daemon lets go of its lock once the abort has
+                // freed its last thread: wait, so that `mount` works next.
+                let start = Instant::now();
+                while !stale::lock_free(&s.lock()) && start.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let _ = std::fs::remove_file(s.socket());
                 let _ = std::fs::remove_file(s.mountpoint_file());
             }
