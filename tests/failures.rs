@@ -208,3 +208,17 @@ fn a_writer_removed_while_offline_learns_it_when_it_comes_back() {
         "B got a change made after its removal"
     );
 }
+
+#[test]
+fn a_size_beyond_the_largest_file_gives_efbig() {
+    let mut m = Mount::new();
+    let f = fs::File::create(m.p("huge")).unwrap();
+    let e = f.set_len(1 << 50).expect_err("a 1 PiB file was accepted");
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    // A size the share can describe still works, and the file is usable.
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(m.p("huge")).unwrap().len(), 1 << 20);
+    m.remount();
+    assert_eq!(fs::metadata(m.p("huge")).unwrap().len(), 1 << 20);
+}
