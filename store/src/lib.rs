@@ -8,6 +8,7 @@
 //! This crate knows nothing of FUSE or the network. The file system uses it
 //! through [`KvStore`], the network through [`SyncStore`].
 
+mod chunks;
 pub mod content;
 pub mod entry;
 mod error;
