@@ -2,6 +2,9 @@
 import hashlib, json, os, statistics, subprocess, tempfile, time
 
 BIN = os.environ["LATTICE_BENCH_BIN"]
+# Loopback only: no relays, no public address lookup.
+os.environ.setdefault("LATTICE_RELAY", "off")
+os.environ.setdefault("LATTICE_DNS", "off")
 
 
 class Cluster:

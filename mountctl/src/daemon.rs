@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::directory::ShareDirectory;
 use crate::home::{Home, ShareDir, absolute, is_mounted};
+use crate::progress::{Renderer, Step};
 
 /// Checks a mount point the way a user needs to hear about it.
 fn check_mountpoint(dir: &Path) -> Result<()> {
@@ -66,9 +67,37 @@ fn lock(share: &ShareDir) -> Result<File> {
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub share: String,
-    pub bind: SocketAddr,
+    /// None: the share's kept port on all interfaces (see [`ShareDir::port_file`]).
+    pub bind: Option<SocketAddr>,
     pub ticket: Option<String>,
     pub sync_interval: Duration,
+    pub reach: net::endpoint::Reach,
+}
+
+impl Launch {
+    /// The daemon's arguments for this launch.
+    fn args(&self, cmd: &mut Command) {
+        cmd.arg("--share").arg(&self.share);
+        if let Some(b) = self.bind {
+            cmd.arg("--bind").arg(b.to_string());
+        }
+        cmd.arg("--sync-interval-ms")
+            .arg(self.sync_interval.as_millis().to_string())
+            .arg("--relay")
+            .arg(match &self.reach.relay {
+                net::endpoint::Relay::Off => "off".to_string(),
+                net::endpoint::Relay::Public => "public".to_string(),
+                net::endpoint::Relay::Custom(urls) => urls.join(","),
+            })
+            .arg("--dns")
+            .arg(if self.reach.dns { "on" } else { "off" });
+        if !self.reach.direct {
+            cmd.arg("--no-direct");
+        }
+        if let Some(t) = &self.ticket {
+            cmd.arg("--ticket").arg(t);
+        }
+    }
 }
 
 /// `mountctl mount DIR` / `mountctl join TICKET DIR`: start the daemon in the
@@ -78,34 +107,28 @@ pub fn mount(home: &Home, dir: &Path, l: &Launch, foreground: bool) -> Result<()
     let dir = absolute(dir)?;
     check_mountpoint(&dir)?;
     let sd = home.share(&l.share);
+    let mut l = l.clone();
     if let Some(t) = &l.ticket {
         net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?;
-        if sd.store().exists() {
+        if sd.store().exists() && !sd.join_file().exists() {
             bail!(
                 "this home already holds a share named {:?}; pick another with --share NAME",
                 l.share
             );
         }
+    } else if let Ok(t) = std::fs::read_to_string(sd.join_file()) {
+        eprintln!("mountctl: carrying on with the unfinished join of share {:?}", l.share);
+        l.ticket = Some(t.trim().to_string());
     }
+    let l = &l;
     if foreground {
         return run(home, &sd, &dir, l, false);
     }
     drop(lock(&sd)?); // fail here, with the message, rather than in the child
     let log = std::fs::OpenOptions::new().create(true).append(true).open(sd.log())?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--home")
-        .arg(&home.dir)
-        .arg("daemon")
-        .arg(&dir)
-        .arg("--share")
-        .arg(&l.share)
-        .arg("--bind")
-        .arg(l.bind.to_string())
-        .arg("--sync-interval-ms")
-        .arg(l.sync_interval.as_millis().to_string());
-    if let Some(t) = &l.ticket {
-        cmd.arg("--ticket").arg(t);
-    }
+    cmd.arg("--home").arg(&home.dir).arg("daemon").arg(&dir);
+    l.args(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,15 +136,31 @@ pub fn mount(home: &Home, dir: &Path, l: &Launch, foreground: bool) -> Result<()
         .process_group(0)
         .spawn()
         .context("cannot start the daemon")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    match line.trim_end().strip_prefix("error: ") {
-        None if line.trim_end() == "ready" => Ok(()),
-        Some(msg) => Err(anyhow!("{msg}")),
-        None => {
-            let _ = child.wait();
-            bail!("the daemon exited before mounting; see {}", sd.log().display())
+    // Join progress lines until the daemon says it is ready (or not).
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut bar: Option<(Renderer, Step)> = None;
+    loop {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let line = line.trim_end();
+        if let Some(step) = Step::parse(line) {
+            let (r, last) = bar.get_or_insert_with(|| (Renderer::new(), step));
+            r.show(step);
+            *last = step;
+            continue;
         }
+        let ok = line == "ready";
+        if let Some((r, last)) = bar {
+            r.finish(ok.then_some(last));
+        }
+        return match line.strip_prefix("error: ") {
+            None if ok => Ok(()),
+            Some(msg) => Err(anyhow!("{msg}")),
+            None => {
+                let _ = child.wait();
+                bail!("the daemon exited before mounting; see {}", sd.log().display())
+            }
+        };
     }
 }
 
@@ -141,7 +180,18 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> R
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let started = rt.block_on(start(home, sd, dir, l));
+    // Join progress goes to the `mountctl join` waiting on stdout, or is
+    // drawn here in the foreground.
+    let report: Box<dyn Fn(Step) + Send + Sync> = if ready {
+        Box::new(|s: Step| {
+            println!("{}", s.to_line());
+            let _ = std::io::stdout().flush();
+        })
+    } else {
+        let r = std::sync::Mutex::new(Renderer::new());
+        Box::new(move |s: Step| r.lock().unwrap().show(s))
+    };
+    let started = rt.block_on(start(home, sd, dir, l, report.as_ref()));
     let (lock_file, daemon, fs_handle, session) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -217,7 +267,47 @@ fn release_mount(dir: &Path, session: fuser::BackgroundSession) {
 
 type Started = (File, Daemon, fs::FsHandle, fuser::BackgroundSession);
 
-async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Started> {
+/// Starts the network on the share's kept port (chosen at the first start and
+/// stored), unless `--bind` says otherwise. A kept port that another program
+/// took meanwhile is replaced by a new one, said in the log.
+async fn start_net(
+    sd: &ShareDir,
+    l: &Launch,
+    me: &store::Identity,
+    store: &Arc<store::Store>,
+    directory: &Arc<ShareDirectory>,
+) -> Result<net::Net> {
+    let kept: Option<u16> = std::fs::read_to_string(sd.port_file())
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+    let bind = l.bind.unwrap_or_else(|| any(kept.unwrap_or(0)));
+    let cfg = |bind| net::Config {
+        bind,
+        anti_entropy: l.sync_interval,
+        max_drift: Duration::from_millis(store.config().max_drift_ms),
+        reach: l.reach.clone(),
+        ..net::Config::default()
+    };
+    let go = |bind| net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), cfg(bind));
+    let net = match go(bind).await {
+        Err(e) if l.bind.is_none() && kept.is_some() => {
+            tracing::warn!("cannot take this share's port again ({e:#}); taking a new one (peers learn it when they next meet this node)");
+            go(any(0)).await?
+        }
+        r => r?,
+    };
+    if l.bind.is_none()
+        && let Some(port) = net.bound().iter().map(|a| a.port()).find(|p| *p != 0)
+        && kept != Some(port)
+    {
+        std::fs::write(sd.port_file(), format!("{port}\n"))
+            .with_context(|| format!("cannot write {}", sd.port_file().display()))?;
+    }
+    Ok(net)
+}
+
+async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn Fn(Step) + Send + Sync)) -> Result<Started> {
     let me = home.identity()?;
     let mut lock_file = lock(sd)?;
     lock_file.set_len(0)?;
@@ -227,18 +317,24 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
         ..store::Config::default()
     };
     let ticket = match &l.ticket {
-        Some(t) => Some(net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?),
+        Some(t) => {
+            let d = net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?;
+            // Until admission and backfill are done, `join` or `mount` carries on from here.
+            std::fs::write(sd.join_file(), format!("{t}\n"))
+                .with_context(|| format!("cannot write {}", sd.join_file().display()))?;
+            Some(d)
+        }
         None => None,
     };
-    let store = if let Some(t) = &ticket {
+    let store = if sd.store().exists() {
+        store::Store::open(&sd.store(), me.clone(), cfg)?
+    } else if let Some(t) = &ticket {
         store::Store::create_for_share(
             store::Location::File(&sd.store()),
             me.clone(),
             store::ShareId(t.share),
             cfg,
         )?
-    } else if sd.store().exists() {
-        store::Store::open(&sd.store(), me.clone(), cfg)?
     } else if sd.id_file().exists() || sd.dir.join("inodes.redb").exists() {
         bail!(
             "the share folder {} has lost its store (store.redb is missing); refusing to start a new, empty share in its place: restore store.redb, or move the folder away to start afresh",
@@ -248,26 +344,55 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch) -> Result<Sta
         let owner = store::Op::put(store::membership::peer_key(&me.author()), "owner");
         store::Store::create_share(store::Location::File(&sd.store()), me.clone(), cfg, vec![owner])?
     };
+    if let Some(t) = &ticket
+        && store.share_id().0 != t.share
+    {
+        bail!(
+            "the unfinished join in {} is for another share than this ticket's; move that folder away to join this one",
+            sd.dir.display()
+        );
+    }
     if !sd.id_file().exists() {
         std::fs::write(sd.id_file(), format!("{}\n", store.share_id()))
             .with_context(|| format!("cannot write {}", sd.id_file().display()))?;
     }
     let store = Arc::new(store);
     let directory = Arc::new(ShareDirectory(store.clone()));
-    let ncfg = net::Config {
-        bind: l.bind,
-        anti_entropy: l.sync_interval,
-        ..net::Config::default()
-    };
-    let net = net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), ncfg).await?;
+    let net = start_net(sd, l, &me, &store, &directory).await?;
     if let Some(t) = &ticket {
-        let joined = net.join(t).await;
+        let joined = {
+            let progress = async {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let p = net.progress();
+                    report(Step {
+                        entries: p.entries,
+                        total: p.entries + p.behind,
+                        bytes: p.bytes,
+                    });
+                }
+            };
+            tokio::select! {
+                r = net.join(t) => r,
+                () = progress => unreachable!("the progress loop never ends"),
+            }
+        };
+        let p = net.progress();
+        report(Step {
+            entries: p.entries,
+            total: p.entries + p.behind,
+            bytes: p.bytes,
+        });
         if let Err(e) = joined {
             net.shutdown().await;
-            drop(store);
-            let _ = std::fs::remove_file(sd.store());
-            bail!("cannot join: {e:#}");
+            bail!(
+                "cannot join: {e:#}. Nothing is lost: run the same `mountctl join` again, or `mountctl mount {}`, to carry on",
+                dir.display()
+            );
         }
+        let _ = std::fs::remove_file(sd.join_file());
+        tracing::info!(entries = p.entries, chunks = p.chunks, bytes = p.bytes, "joined the share");
     }
     if let Err(e) = directory.publish(&net.addrs()) {
         tracing::warn!("cannot publish this node's addresses: {e}");

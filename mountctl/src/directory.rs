@@ -1,8 +1,8 @@
 //! The share's membership for the network layer ([`net::Directory`]), read
 //! from the store: `peers/<id>` roles, `invites/<hash>`, and `addrs/<id>`
-//! (the addresses each member publishes, comma separated).
+//! (the addresses each member publishes, comma separated: "IP:PORT" or a
+//! relay URL).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prost::Message;
@@ -31,12 +31,12 @@ impl ShareDirectory {
 
     /// Writes this node's addresses into the share when they changed (writers
     /// and owners only: a reader cannot write, and others reach it when it dials).
-    pub fn publish(&self, addrs: &[SocketAddr]) -> store::Result<()> {
+    pub fn publish(&self, addrs: &[String]) -> store::Result<()> {
         let me = self.0.author();
         if !matches!(net::Directory::role(self, &me), Some(Role::Owner | Role::Writer)) {
             return Ok(());
         }
-        let v = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let v = addrs.join(",");
         if self.0.get(&addrs_key(&me))?.as_deref() != Some(v.as_bytes()) {
             self.0.write(vec![Op::put(addrs_key(&me), v)])?;
         }
@@ -62,7 +62,7 @@ impl net::Directory for ShareDirectory {
         self.0.get(&peer_key(id)).ok().flatten().and_then(|v| Role::parse(&v))
     }
 
-    fn members(&self) -> Vec<(AuthorId, Vec<SocketAddr>)> {
+    fn members(&self) -> Vec<(AuthorId, Vec<String>)> {
         let me = self.0.author();
         self.all_members()
             .into_iter()
@@ -76,7 +76,8 @@ impl net::Directory for ShareDirectory {
                     .map(|v| {
                         String::from_utf8_lossy(&v)
                             .split(',')
-                            .filter_map(|a| a.parse().ok())
+                            .filter(|a| !a.is_empty())
+                            .map(str::to_string)
                             .collect()
                     })
                     .unwrap_or_default();

@@ -128,6 +128,16 @@ impl ShareDir {
     pub fn id_file(&self) -> PathBuf {
         self.dir.join("share-id")
     }
+    /// The UDP port the share's endpoint took at its first start, kept so
+    /// that peers find it at the same address after every restart.
+    pub fn port_file(&self) -> PathBuf {
+        self.dir.join("port")
+    }
+    /// The ticket of a join that has not finished (admission and backfill):
+    /// `join` or `mount` carries it on.
+    pub fn join_file(&self) -> PathBuf {
+        self.dir.join("joining")
+    }
     /// The source a mount of this share shows in /proc/self/mountinfo.
     pub fn mount_source(&self) -> String {
         format!("lattice:{}", self.name)

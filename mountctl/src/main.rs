@@ -5,6 +5,7 @@ mod daemon;
 mod directory;
 mod home;
 mod log;
+mod progress;
 mod serve;
 mod stale;
 
@@ -121,17 +122,24 @@ enum Cmd {
         #[arg(long, value_parser = home::share_name)]
         share: String,
         #[arg(long)]
-        bind: std::net::SocketAddr,
+        bind: Option<std::net::SocketAddr>,
         #[arg(long)]
         sync_interval_ms: u64,
         #[arg(long)]
         ticket: Option<String>,
+        #[arg(long)]
+        relay: String,
+        #[arg(long)]
+        dns: String,
+        #[arg(long)]
+        no_direct: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum PeersCmd {
-    /// Remove a member: it is disconnected and refused from now on.
+    /// Remove a member (its id, or a unique start of it such as the 8
+    /// characters messages print): it is disconnected and refused from now on.
     Remove { id: String },
 }
 
@@ -140,8 +148,23 @@ struct MountOpts {
     #[arg(long, default_value = "default", value_parser = home::share_name)]
     share: String,
     /// Address of this node's peer endpoint (IP:PORT; port 0 picks one).
-    #[arg(long, default_value = "0.0.0.0:0")]
-    bind: std::net::SocketAddr,
+    /// Without it, the share listens on all interfaces on the port it took at
+    /// its first start, so peers find it again after a restart.
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    /// Relay servers for peers that cannot reach each other directly (behind
+    /// NAT or a firewall): `public` (iroh's), `off`, or relay URLs separated
+    /// by commas.
+    #[arg(long, env = "LATTICE_RELAY", default_value = "public")]
+    relay: String,
+    /// Publish this node's addresses to, and look peers up in, iroh's public
+    /// DNS service (`on` or `off`), so that a peer whose address changed is
+    /// found again.
+    #[arg(long, env = "LATTICE_DNS", default_value = "on")]
+    dns: String,
+    /// No direct paths: peers are reached through relays only (to try relays).
+    #[arg(long, hide = true)]
+    no_direct: bool,
     /// Seconds between anti-entropy rounds with a random member.
     #[arg(long, default_value_t = 30)]
     sync_interval: u64,
@@ -151,14 +174,81 @@ struct MountOpts {
 }
 
 impl MountOpts {
-    fn launch(&self, ticket: Option<String>) -> daemon::Launch {
-        daemon::Launch {
+    fn launch(&self, ticket: Option<String>) -> Result<daemon::Launch> {
+        Ok(daemon::Launch {
             share: self.share.clone(),
             bind: self.bind,
             ticket,
             sync_interval: Duration::from_secs(self.sync_interval.max(1)),
-        }
+            reach: reach(&self.relay, &self.dns, !self.no_direct)?,
+        })
     }
+}
+
+/// `--relay` and `--dns` as the network layer takes them.
+fn reach(relay: &str, dns: &str, direct: bool) -> Result<net::endpoint::Reach> {
+    use net::endpoint::Relay;
+    let relay = match relay {
+        "public" | "on" => Relay::Public,
+        "off" | "none" => Relay::Off,
+        urls => Relay::Custom(urls.split(',').map(str::to_string).collect()),
+    };
+    let dns = match dns {
+        "on" => true,
+        "off" => false,
+        x => bail!("--dns takes on or off, not {x:?}"),
+    };
+    if !direct && relay == Relay::Off {
+        bail!("with no direct paths and no relay, no peer can be reached");
+    }
+    Ok(net::endpoint::Reach { relay, dns, direct })
+}
+
+/// "3 s ago", "5 min ago", "2 h ago", "4 days ago".
+fn ago(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86400 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1048576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        1048576..1073741824 => format!("{:.1} MiB", b as f64 / 1048576.0),
+        _ => format!("{:.2} GiB", b as f64 / 1073741824.0),
+    }
+}
+
+/// One line per peer, for `peers` and `status`.
+fn peer_line(p: &serde_json::Value) -> String {
+    let skew = p["skew_ms"].as_i64().unwrap_or(0);
+    let mut line = format!(
+        "{}  {:<6}  {:<7}  last sync {}  pending {}  behind {}  sent {}  received {}",
+        &p["id"].as_str().unwrap_or("?"),
+        p["role"].as_str().unwrap_or("?"),
+        if p["online"].as_bool() == Some(true) {
+            "online"
+        } else {
+            "offline"
+        },
+        p["last_sync_ms"].as_u64().map_or("never".to_string(), ago),
+        p["pending"],
+        p["behind"],
+        human_bytes(p["bytes_sent"].as_u64().unwrap_or(0)),
+        human_bytes(p["bytes_received"].as_u64().unwrap_or(0)),
+    );
+    if p["clock_refused"].as_bool() == Some(true) {
+        line += &format!("  CLOCK {} s {}", skew.abs() / 1000, if skew > 0 { "ahead" } else { "behind" });
+    }
+    line
 }
 
 /// `90s`, `30m`, `24h`, `7d` -> milliseconds.
@@ -245,20 +335,24 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", id.author());
             Ok(())
         }
-        Cmd::Mount { dir, opts } => daemon::mount(&home, &dir, &opts.launch(None), opts.foreground),
-        Cmd::Join { ticket, dir, opts } => daemon::mount(&home, &dir, &opts.launch(Some(ticket)), opts.foreground),
+        Cmd::Mount { dir, opts } => daemon::mount(&home, &dir, &opts.launch(None)?, opts.foreground),
+        Cmd::Join { ticket, dir, opts } => daemon::mount(&home, &dir, &opts.launch(Some(ticket))?, opts.foreground),
         Cmd::Daemon {
             dir,
             share,
             bind,
             sync_interval_ms,
             ticket,
+            relay,
+            dns,
+            no_direct,
         } => {
             let l = daemon::Launch {
                 share: share.clone(),
                 bind,
                 ticket,
                 sync_interval: Duration::from_millis(sync_interval_ms),
+                reach: reach(&relay, &dns, !no_direct)?,
             };
             daemon::run(&home, &home.share(&share), &dir, &l, true)
         }
@@ -283,20 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{v}");
                 } else {
                     for p in v["peers"].as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {:<6}  {:<7}  last sync {}  pending {}",
-                            p["id"].as_str().unwrap_or("?"),
-                            p["role"].as_str().unwrap_or("?"),
-                            if p["online"].as_bool() == Some(true) {
-                                "online"
-                            } else {
-                                "offline"
-                            },
-                            p["last_sync_ms"]
-                                .as_u64()
-                                .map_or("never".to_string(), |t| format!("{t} ms since epoch")),
-                            p["pending"],
-                        );
+                        println!("{}", peer_line(p));
                     }
                 }
                 Ok(())
@@ -517,6 +598,22 @@ fn status(home: &Home, json: bool) -> Result<()> {
             m["conflicts"],
             m["state"].as_str().unwrap_or("?"),
         );
+        if let Some(b) = m["behind"].as_u64().filter(|b| *b > 0) {
+            println!("  catching up: {b} entries still to come from peers");
+        }
+        if let Some(c) = m["clock"].as_str() {
+            println!("  CLOCK: {c}");
+        }
+        println!(
+            "  listening on {}",
+            m["addrs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        );
+        for p in m["peers"].as_array().into_iter().flatten() {
+            println!("  {}", peer_line(p));
+        }
     }
     Ok(())
 }

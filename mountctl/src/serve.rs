@@ -99,7 +99,7 @@ fn err(msg: impl std::fmt::Display) -> Value {
 async fn answer(d: &Daemon, req: &str) -> Value {
     let words: Vec<&str> = req.split_whitespace().collect();
     match words.as_slice() {
-        ["status"] => status(d),
+        ["status"] => status(d).await,
         ["check"] => {
             let fs = d.fs.clone();
             match tokio::task::spawn_blocking(move || fs.check()).await {
@@ -145,18 +145,27 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             };
             match d.directory.invite(role, ttl) {
                 Ok(secret) => {
+                    // Any member named can admit the joiner: a few that are
+                    // online now, besides this one.
+                    let others = d
+                        .net
+                        .reachable_members(net::ticket::MAX_OTHERS)
+                        .into_iter()
+                        .map(|(id, addrs)| (id.0, addrs))
+                        .collect();
                     let t = net::Ticket {
                         share: d.store.share_id().0,
                         inviter: d.store.author().0,
                         addrs: d.net.addrs(),
                         secret,
+                        others,
                     };
                     json!({ "ticket": t.encode() })
                 }
                 Err(e) => err(format!("cannot invite: {e}")),
             }
         }
-        ["peers"] => json!({ "peers": peers(d) }),
+        ["peers"] => json!({ "peers": peers(d).await }),
         ["conflicts"] => {
             let list: Vec<Value> =
                 d.fs.conflicts()
@@ -166,8 +175,9 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             json!({ "dir": d.dir, "conflicts": list })
         }
         ["remove", id] => {
-            let Some(id) = store::AuthorId::parse_hex(id) else {
-                return err("not a node id (64 hex digits)");
+            let id = match member_by_prefix(d, id) {
+                Ok(id) => id,
+                Err(e) => return err(e),
             };
             if net::Directory::role(d.directory.as_ref(), &id).is_none() {
                 return err(format!("{id} is not a member of this share"));
@@ -238,6 +248,35 @@ fn last_owner(d: &Daemon, id: &store::AuthorId) -> bool {
     owners == [*id]
 }
 
+/// The member whose id is `given` or starts with it (at least 4 hex digits,
+/// and no other member's id may start the same way).
+fn member_by_prefix(d: &Daemon, given: &str) -> Result<store::AuthorId, String> {
+    let given = given.trim().to_ascii_lowercase();
+    if let Some(id) = store::AuthorId::parse_hex(&given) {
+        return Ok(id);
+    }
+    if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{given:?} is not a node id: give the 64 hex digits, or a unique start of them (8 are enough)"
+        ));
+    }
+    let hits: Vec<_> = d
+        .directory
+        .all_members()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.to_string().starts_with(&given))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("no member's id starts with {given}")),
+        _ => Err(format!(
+            "{} members' ids start with {given}: give more of it",
+            hits.len()
+        )),
+    }
+}
+
 /// Why this node may not write any more, if it may not.
 pub fn may_not_write(d: &Daemon) -> Option<String> {
     match net::Directory::role(d.directory.as_ref(), &d.store.author()) {
@@ -247,10 +286,14 @@ pub fn may_not_write(d: &Daemon) -> Option<String> {
     }
 }
 
-fn peers(d: &Daemon) -> Vec<Value> {
+/// Each member, with figures as of now: it is asked for its frontier first
+/// (a second at most).
+async fn peers(d: &Daemon) -> Vec<Value> {
     let roles: std::collections::HashMap<_, _> = d.directory.all_members().into_iter().collect();
+    let bound = d.store.config().max_drift_ms as i64;
     d.net
-        .peers()
+        .peers_fresh(std::time::Duration::from_secs(1))
+        .await
         .into_iter()
         .map(|p| {
             json!({
@@ -259,13 +302,46 @@ fn peers(d: &Daemon) -> Vec<Value> {
                 "online": p.online,
                 "last_sync_ms": p.last_sync_ms,
                 "pending": p.pending,
-                "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "behind": p.behind,
+                "bytes_sent": p.bytes_sent,
+                "bytes_received": p.bytes_received,
+                "chunks_sent": p.chunks_sent,
+                "skew_ms": p.skew_ms,
+                "clock_refused": p.skew_ms.abs() > bound,
+                "addrs": p.addrs,
             })
         })
         .collect()
 }
 
-fn status(d: &Daemon) -> Value {
+/// What to tell the user about clocks: set when this node's clock is too far
+/// from a peer's for entries to cross (one way or the other).
+fn clock_warning(d: &Daemon, peers: &[Value]) -> Option<String> {
+    let bound = d.store.config().max_drift_ms as i64;
+    let bad: Vec<String> = peers
+        .iter()
+        .filter(|p| p["clock_refused"].as_bool() == Some(true))
+        .map(|p| {
+            let skew = p["skew_ms"].as_i64().unwrap_or(0);
+            let id = p["id"].as_str().unwrap_or("?");
+            format!(
+                "this node's clock is {} s {} {}'s",
+                skew.abs() / 1000,
+                if skew < 0 { "ahead of" } else { "behind" },
+                &id[..8.min(id.len())]
+            )
+        })
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "{}; entries more than {} s ahead of the receiver's clock are refused: set the clocks right (NTP)",
+            bad.join(", "),
+            bound / 1000
+        )
+    })
+}
+
+async fn status(d: &Daemon) -> Value {
     let s = &d.store;
     let frontier = s.frontier().unwrap_or_default();
     let entries: u64 = frontier.values().map(|v| v.0).sum();
@@ -275,6 +351,8 @@ fn status(d: &Daemon) -> Value {
         .map(|(a, (seq, _))| (a.to_string(), json!(seq)))
         .collect();
     let role = net::Directory::role(d.directory.as_ref(), &s.author()).map(|r| r.as_str());
+    let peers = peers(d).await;
+    let got = d.net.progress();
     json!({
         "dir": d.dir,
         "pid": std::process::id(),
@@ -283,13 +361,17 @@ fn status(d: &Daemon) -> Value {
         "author": s.author().to_string(),
         "role": role,
         "state": d.fs.health(),
-        "addrs": d.net.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "addrs": d.net.addrs(),
         "entries": entries,
         "frontier": frontier,
         "orphans": s.orphan_count().unwrap_or(0),
         "conflicts": d.fs.conflicts().len(),
-        "peers": peers(d),
+        "clock": clock_warning(d, &peers),
+        "peers": peers,
+        "behind": got.behind,
         "bytes_sent": d.net.bytes_sent(),
+        "bytes_received": got.bytes,
+        "chunks_received": got.chunks,
         "view_nodes": d.fs.stats().0,
     })
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, VarInt, WeakConnectionHandle};
 
-use crate::{Directory, author_id, sync};
+use crate::{Directory, author_id, handshake};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Gate(Arc<Inner>);
@@ -63,7 +63,7 @@ impl Gate {
         }
         for c in gone {
             tracing::info!(peer = %author_id(&c.remote_id()).short(), "closing a removed peer's connection");
-            c.close(VarInt::from_u32(sync::CODE_REFUSED), b"removed from the share");
+            c.close(VarInt::from_u32(handshake::CODE_REFUSED), b"removed from the share");
         }
     }
 }
@@ -76,7 +76,7 @@ impl EndpointHooks for Gate {
         if !member && conn.alpn() == iroh_gossip::ALPN {
             tracing::debug!(peer = %peer.short(), "refused a gossip link with a non-member");
             return AfterHandshakeOutcome::Reject {
-                error_code: VarInt::from_u32(sync::CODE_REFUSED),
+                error_code: VarInt::from_u32(handshake::CODE_REFUSED),
                 reason: b"not a member of this share".to_vec(),
             };
         }

@@ -15,10 +15,12 @@ use iroh_gossip::{Gossip, TopicId};
 use n0_future::StreamExt;
 use prost::Message;
 use store::{AuthorId, Outcome};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::wire::Announce;
-use crate::{Shared, author_id, endpoint_id, sync};
+use crate::{Ask, Shared, author_id, endpoint_id, fetch, handshake};
 
 /// iroh-gossip frames add 38 bytes and must stay under its 4096-byte default;
 /// a larger message is dropped silently and jams the link, so stay well below.
@@ -37,7 +39,7 @@ pub(crate) struct Guarded {
 impl ProtocolHandler for Guarded {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         if self.shared.paused() {
-            conn.close(VarInt::from_u32(sync::CODE_REFUSED), b"peer is offline");
+            conn.close(VarInt::from_u32(handshake::CODE_REFUSED), b"peer is offline");
             return Ok(());
         }
         ProtocolHandler::accept(&self.gossip, conn).await
@@ -111,12 +113,21 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
     }
 }
 
+/// An announced entry waiting to be taken: its author, the neighbour that
+/// delivered it, and its bytes (empty when it did not fit in a message).
+type Announced = (AuthorId, AuthorId, Vec<u8>);
+
+/// Announcements waiting for the taker; past this, they are dropped and a
+/// sync with their source repairs what they carried.
+const QUEUE: usize = 4096;
+
 async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
-    // Takes run off the event loop, owned here: when this task stops (shutdown
-    // aborts it), dropping the set aborts them too.
-    let mut takes = JoinSet::new();
+    // The taker is owned here: when this task stops (shutdown aborts it),
+    // dropping the set aborts it too.
+    let (queue, taken) = mpsc::channel(QUEUE);
+    let mut taker = JoinSet::new();
+    taker.spawn(take_all(s.clone(), taken));
     while let Some(ev) = rx.next().await {
-        while takes.try_join_next().is_some() {}
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
@@ -128,17 +139,19 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
             Event::NeighborUp(id) => {
                 // A (re)connection: sync, to repair what was broadcast before it.
                 s.peers.gossip(author_id(&id), true);
-                let _ = s.pull_tx.send(author_id(&id));
+                let _ = s.asks.send(Ask::Pull(author_id(&id)));
             }
             Event::NeighborDown(id) => s.peers.gossip(author_id(&id), false),
             Event::Lagged => {
                 // Announcements were dropped before we read them: sync with everyone.
                 tracing::debug!("gossip lagged; asking every member for a sync");
                 for id in s.refresh_lookup() {
-                    let _ = s.pull_tx.send(id);
+                    let _ = s.asks.send(Ask::Pull(id));
                 }
             }
             Event::Received(m) if !s.paused() => {
+                let from = author_id(&m.delivered_from);
+                s.peers.received(from, m.content.len());
                 let Ok(a) = Announce::decode(m.content.as_ref()) else {
                     continue;
                 };
@@ -148,41 +161,86 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
                 if author == s.me {
                     continue;
                 }
-                let from = author_id(&m.delivered_from);
-                let s2 = s.clone();
-                // Off the event loop: fetching content must not stall gossip.
-                takes.spawn(async move { take(&s2, author, from, a.entry).await });
+                if queue.try_send((author, from, a.entry)).is_err() {
+                    let _ = s.asks.send(Ask::Pull(from));
+                }
             }
             _ => {}
         }
     }
 }
 
-/// Applies an announced entry, or asks for a sync session when it cannot.
-async fn take(s: &Arc<Shared>, author: AuthorId, from: AuthorId, entry: Vec<u8>) {
+/// Takes announced entries in groups: whatever arrived while the last group
+/// was taken is fetched and ingested together, with one fsync.
+async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Announced>) {
+    let mut group = Vec::new();
+    while taken.recv_many(&mut group, 256).await > 0 {
+        take(&s, std::mem::take(&mut group)).await;
+    }
+}
+
+/// Applies announced entries, or asks their sources for a sync when it cannot.
+async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
     if s.paused() {
         return;
     }
-    let source = if s.dir.role(&author).is_some() { author } else { from };
-    if entry.is_empty() {
-        let _ = s.pull_tx.send(source);
+    // Content comes from the author when it is a member, else from whoever
+    // delivered the announcement.
+    let mut by_source: BTreeMap<AuthorId, Vec<Vec<u8>>> = BTreeMap::new();
+    for (author, from, entry) in group {
+        let source = if s.dir.role(&author).is_some() { author } else { from };
+        if entry.is_empty() {
+            let _ = s.asks.send(Ask::Pull(source));
+        } else {
+            by_source.entry(source).or_default().push(entry);
+        }
+    }
+    let mut ready = Vec::new();
+    let mut sources = Vec::new();
+    for (source, entries) in by_source {
+        let fetched = async {
+            let missing = s.store.missing_refs(&entries)?;
+            if !missing.is_empty() {
+                fetch::fetch_from(s, source, &missing).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        match fetched {
+            Ok(()) => {
+                sources.extend(std::iter::repeat_n(source, entries.len()));
+                ready.extend(entries);
+            }
+            Err(e) => {
+                tracing::debug!(peer = %source.short(), "cannot fetch announced content: {e:#}");
+                let _ = s.asks.send(Ask::Pull(source));
+            }
+        }
+    }
+    if ready.is_empty() || s.paused() {
         return;
     }
-    let batch = vec![entry];
-    let ok = async {
-        let missing = s.store.missing_refs(&batch)?;
-        if !missing.is_empty() {
-            sync::fetch_from(s, source, &missing).await?;
+    let store = s.store.clone();
+    let out = match tokio::task::spawn_blocking(move || store.ingest(&ready)).await {
+        Ok(Ok(out)) => out,
+        _ => {
+            for source in sources {
+                let _ = s.asks.send(Ask::Pull(source));
+            }
+            return;
         }
-        if s.paused() {
-            anyhow::bail!("this node went offline");
+    };
+    for (o, source) in out.into_iter().zip(sources) {
+        match o {
+            Outcome::Applied { .. } | Outcome::Duplicate => {}
+            Outcome::Refused(r) => {
+                s.note_refusal(source, &r);
+                let _ = s.asks.send(Ask::Pull(source));
+            }
+            _ => {
+                let _ = s.asks.send(Ask::Pull(source));
+            }
         }
-        let out = s.store.ingest(&batch)?;
-        anyhow::Ok(matches!(out[0], Outcome::Applied { .. } | Outcome::Duplicate))
-    }
-    .await;
-    if !matches!(ok, Ok(true)) {
-        let _ = s.pull_tx.send(source);
     }
 }
 

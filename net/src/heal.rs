@@ -10,7 +10,7 @@ use std::time::Duration;
 use store::ChunkHash;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::{Shared, sync};
+use crate::{Shared, fetch};
 
 /// How often chunks no member had are asked for again.
 const RETRY: Duration = Duration::from_secs(30);
@@ -37,7 +37,7 @@ pub(crate) async fn run(s: Arc<Shared>, mut wanted: UnboundedReceiver<ChunkHash>
         let mut healed = 0;
         for h in outstanding.clone() {
             for (peer, _) in s.dir.members() {
-                if tokio::time::timeout(Duration::from_secs(30), sync::fetch_from(&s, peer, &[h]))
+                if tokio::time::timeout(Duration::from_secs(30), fetch::fetch_from(&s, peer, &[h]))
                     .await
                     .is_ok_and(|r| r.is_ok())
                 {

@@ -9,10 +9,15 @@
 //! writes to the store itself (admission goes through `Directory::admit`).
 
 pub mod endpoint;
+mod fetch;
+mod frames;
 mod gate;
 mod gossip;
+mod handshake;
 mod heal;
+mod links;
 mod peers;
+mod schedule;
 mod sync;
 pub mod ticket;
 pub mod wire;
@@ -20,7 +25,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -34,14 +39,15 @@ use tokio::task::JoinSet;
 pub use peers::PeerStatus;
 pub use ticket::Ticket;
 
-pub const SYNC_ALPN: &[u8] = b"lattice/sync/1";
+pub const SYNC_ALPN: &[u8] = b"lattice/sync/2";
 
 /// The share's membership as the network needs it. Implemented by the daemon
 /// over the store.
 pub trait Directory: Send + Sync + 'static {
     fn role(&self, id: &AuthorId) -> Option<Role>;
-    /// Every other member, with the addresses it published.
-    fn members(&self) -> Vec<(AuthorId, Vec<SocketAddr>)>;
+    /// Every other member, with the addresses it published ("IP:PORT" or a
+    /// relay URL).
+    fn members(&self) -> Vec<(AuthorId, Vec<String>)>;
     /// Admits `joiner` with an invite secret: writes the admission entry
     /// (durably) or says why not.
     fn admit(&self, joiner: &AuthorId, secret: &[u8]) -> Result<Role, String>;
@@ -54,16 +60,63 @@ pub struct Config {
     pub anti_entropy: Duration,
     /// Timeout of every dial.
     pub dial_timeout: Duration,
+    /// How far ahead of ours a peer's clock may be before its entries are
+    /// refused (the store's bound; here to tell the user).
+    pub max_drift: Duration,
+    /// Relays, address lookup and local discovery (see [`endpoint::Reach`]).
+    pub reach: endpoint::Reach,
 }
 
 impl Default for Config {
+    /// What tests and embedded uses want: no relay, no lookup beyond the
+    /// share's own address records. `mountctl` turns the real-world reach on.
     fn default() -> Self {
         Config {
             bind: "0.0.0.0:0".parse().expect("literal"),
             anti_entropy: Duration::from_secs(30),
             dial_timeout: Duration::from_secs(5),
+            max_drift: Duration::from_secs(600),
+            reach: endpoint::Reach::default(),
         }
     }
+}
+
+/// What the scheduler is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ask {
+    /// A sync session with the peer (unless one runs: then once more after it).
+    Pull(AuthorId),
+    /// The peer is back on a new link: drop any session on the old one and start anew.
+    Fresh(AuthorId),
+}
+
+/// Counters of what came in, for join progress and `status`.
+#[derive(Default, Debug)]
+pub(crate) struct Progress {
+    pub entries: AtomicU64,
+    pub chunks: AtomicU64,
+    pub chunk_bytes: AtomicU64,
+}
+
+impl Progress {
+    pub fn entries(&self, n: usize) {
+        self.entries.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What has come in since start (see [`Net::progress`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Received {
+    /// Entries received in sync batches.
+    pub entries: u64,
+    /// Content chunks fetched, and their bytes.
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    /// Every byte received from peers.
+    pub bytes: u64,
+    /// Entries the best-informed peer has that this node lacks (as of the
+    /// last contact with each).
+    pub behind: u64,
 }
 
 /// State shared by the protocol handlers and the tasks.
@@ -80,10 +133,16 @@ pub(crate) struct Shared {
     pub peers: peers::Peers,
     /// Every connection, to cut off a removed peer.
     pub gate: gate::Gate,
-    /// Ask for a sync session with a peer.
-    pub pull_tx: mpsc::UnboundedSender<AuthorId>,
-    /// Bytes this node sent to peers (sync frames, chunks, gossip).
-    pub sent: std::sync::atomic::AtomicU64,
+    /// Asks for the scheduler.
+    pub asks: mpsc::UnboundedSender<Ask>,
+    /// Live connections with peers.
+    pub links: links::Links,
+    /// Bytes this node sent to peers (sync frames, chunks, gossip), and received.
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub progress: Progress,
+    /// Refusals already logged, per peer and kind: each is logged once.
+    pub refusals: std::sync::Mutex<std::collections::HashSet<(AuthorId, std::mem::Discriminant<store::Refusal>)>>,
     /// The share's gossip topic, once subscribed.
     pub gossip_tx: std::sync::OnceLock<iroh_gossip::api::GossipSender>,
     /// Set when a peer proved this node was removed or made a reader.
@@ -99,6 +158,17 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Logs a refused entry from `peer`: the first of each kind as a warning,
+    /// the rest quietly (a peer resends what was refused at every sync).
+    pub fn note_refusal(&self, peer: AuthorId, r: &store::Refusal) {
+        let first = self.refusals.lock().unwrap().insert((peer, std::mem::discriminant(r)));
+        if first {
+            tracing::warn!(peer = %peer.short(), "refused an entry (said once per peer and kind): {r}");
+        } else {
+            tracing::debug!(peer = %peer.short(), "refused an entry: {r}");
+        }
     }
 
     /// Feeds the address book from the directory.
@@ -149,8 +219,8 @@ impl Net {
     ) -> Result<Net> {
         let lookup = MemoryLookup::new();
         let gate = gate::Gate::new(dir.clone());
-        let ep = endpoint::bind(secret, cfg.bind, &lookup, gate.clone()).await?;
-        let (pull_tx, pull_rx) = mpsc::unbounded_channel();
+        let ep = endpoint::bind(secret, cfg.bind, &cfg.reach, &lookup, gate.clone()).await?;
+        let (asks, asks_rx) = mpsc::unbounded_channel();
         let me = author_id(&ep.id());
         let shared = Arc::new(Shared {
             store,
@@ -162,15 +232,19 @@ impl Net {
             paused: AtomicBool::new(false),
             peers: peers::Peers::default(),
             gate,
-            pull_tx,
+            asks,
+            links: links::Links::default(),
             gossip_tx: std::sync::OnceLock::new(),
             evicted: tokio::sync::watch::Sender::new(None),
-            sent: std::sync::atomic::AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            progress: Progress::default(),
+            refusals: Default::default(),
         });
         let members = shared.refresh_lookup();
         let gossip = iroh_gossip::Gossip::builder().spawn(ep.clone());
         let router = Router::builder(ep)
-            .accept(SYNC_ALPN, sync::SyncProtocol(shared.clone()))
+            .accept(SYNC_ALPN, handshake::SyncProtocol(shared.clone()))
             .accept(
                 iroh_gossip::ALPN,
                 gossip::Guarded {
@@ -180,8 +254,8 @@ impl Net {
             )
             .spawn();
         let mut tasks = JoinSet::new();
-        tasks.spawn(sync::scheduler(shared.clone(), pull_rx));
-        tasks.spawn(sync::anti_entropy(shared.clone()));
+        tasks.spawn(schedule::scheduler(shared.clone(), asks_rx));
+        tasks.spawn(schedule::anti_entropy(shared.clone()));
         tasks.spawn(heal::run(shared.clone(), shared.store.watch_wanted()));
         gossip::start(&mut tasks, shared.clone(), gossip, members).await?;
         Ok(Net {
@@ -191,33 +265,77 @@ impl Net {
         })
     }
 
-    /// Addresses peers can dial (for tickets and `addrs/`).
-    pub fn addrs(&self) -> Vec<SocketAddr> {
+    /// Addresses peers can dial (for tickets and `addrs/`): "IP:PORT" and,
+    /// with relays on, this node's home relay URL.
+    pub fn addrs(&self) -> Vec<String> {
         endpoint::advertised(&self.shared.endpoint)
     }
 
-    /// Joins a share through an inviter: one sync session that presents the
-    /// secret, is admitted, and pulls everything. Returns entries applied.
+    /// The sockets the endpoint is bound to.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.shared.endpoint.bound_sockets()
+    }
+
+    /// Members to name in a ticket besides this node: those reached within
+    /// the last minute, with the addresses they were seen at (at most `n`).
+    pub fn reachable_members(&self, n: usize) -> Vec<(AuthorId, Vec<String>)> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.online && !p.addrs.is_empty())
+            .take(n)
+            .map(|p| (p.id, p.addrs))
+            .collect()
+    }
+
+    /// Joins a share with a ticket: tries each member it names (the inviter
+    /// first) until one admits this node, then pulls everything from it.
+    /// Admission is idempotent: a joiner cut off before it heard the answer
+    /// presents the same secret again and is let in as the member it is.
+    /// Returns entries applied.
     pub async fn join(&self, t: &Ticket) -> Result<usize> {
-        let inviter = AuthorId(t.inviter);
-        endpoint::remember(&self.shared.lookup, t.inviter, &t.addrs);
-        let n = sync::pull(&self.shared, inviter, Some(&t.secret)).await?;
-        self.shared.meet().await;
-        Ok(n)
+        let mut why = Vec::new();
+        for (id, addrs) in t.members() {
+            endpoint::remember(&self.shared.lookup, id, &addrs);
+            match sync::join(&self.shared, AuthorId(id), &t.secret).await {
+                Ok(n) => {
+                    self.shared.meet().await;
+                    return Ok(n);
+                }
+                Err(e) => {
+                    let e = format!("{}: {e:#}", AuthorId(id).short());
+                    tracing::info!("cannot join through {e}");
+                    // A refusal is the share's answer, not a network failure.
+                    if e.contains("refused:") {
+                        anyhow::bail!("{e}");
+                    }
+                    why.push(e);
+                }
+            }
+        }
+        anyhow::bail!("no member named in the ticket answered ({})", why.join("; "))
     }
 
     /// One sync session with `peer` now; entries applied.
     pub async fn sync_with(&self, peer: AuthorId) -> Result<usize> {
-        sync::pull(&self.shared, peer, None).await
+        sync::pull(&self.shared, peer, false).await
     }
 
-    /// An anti-entropy round with every member now (`mountctl sync`).
+    /// A sync with every member now, both ways, all at once (`mountctl
+    /// sync`): returns when each has pulled from this node and this node
+    /// from it, or failed. Entries applied here, per member.
     pub async fn sync_all(&self) -> Vec<(AuthorId, Result<usize>)> {
-        let mut out = Vec::new();
-        for id in self.shared.refresh_lookup() {
-            out.push((id, sync::pull(&self.shared, id, None).await));
-        }
-        out
+        let ids = self.shared.refresh_lookup();
+        let runs = ids.iter().map(|id| {
+            let s = self.shared.clone();
+            let id = *id;
+            async move {
+                let r = tokio::time::timeout(Duration::from_secs(300), sync::pull(&s, id, true))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 300 s")));
+                (id, r)
+            }
+        });
+        n0_future::join_all(runs).await
     }
 
     /// The directory changed (members, roles, addresses): refresh addresses,
@@ -231,7 +349,7 @@ impl Net {
         }
         for id in self.shared.refresh_lookup() {
             if !self.shared.peers.known(&id) {
-                let _ = self.shared.pull_tx.send(id);
+                let _ = self.shared.asks.send(Ask::Pull(id));
             }
         }
         self.shared.peers.forget_non_members(self.shared.dir.as_ref());
@@ -244,7 +362,7 @@ impl Net {
     pub fn notify_removed(&self, peer: AuthorId) {
         let s = self.shared.clone();
         self.tasks.lock().unwrap().spawn(async move {
-            match sync::notify_removed(&s, peer).await {
+            match handshake::notify_removed(&s, peer).await {
                 Ok(()) => tracing::info!(peer = %peer.short(), "told a removed peer"),
                 Err(e) => tracing::info!(peer = %peer.short(), "cannot tell a removed peer now (it will learn at its next sync): {e:#}"),
             }
@@ -266,9 +384,35 @@ impl Net {
         self.shared.paused.store(paused, Ordering::Release);
         if !paused {
             for id in self.shared.refresh_lookup() {
-                let _ = self.shared.pull_tx.send(id);
+                let _ = self.shared.asks.send(Ask::Pull(id));
             }
         }
+    }
+
+    /// What came in since start, and how far behind the best-informed peer
+    /// this node is.
+    pub fn progress(&self) -> Received {
+        let p = &self.shared.progress;
+        Received {
+            entries: p.entries.load(Ordering::Relaxed),
+            chunks: p.chunks.load(Ordering::Relaxed),
+            chunk_bytes: p.chunk_bytes.load(Ordering::Relaxed),
+            bytes: self.shared.received.load(Ordering::Relaxed),
+            behind: self.peers().iter().map(|p| p.behind).max().unwrap_or(0),
+        }
+    }
+
+    /// [`Net::peers`] after asking every member for its frontier now (each
+    /// within `wait`): pending counts as of now, not as of the last sync.
+    pub async fn peers_fresh(&self, wait: Duration) -> Vec<PeerStatus> {
+        let probes = self.shared.refresh_lookup().into_iter().map(|id| {
+            let s = self.shared.clone();
+            async move {
+                let _ = tokio::time::timeout(wait, sync::probe(&s, id)).await;
+            }
+        });
+        n0_future::join_all(probes).await;
+        self.peers()
     }
 
     pub fn peers(&self) -> Vec<PeerStatus> {
@@ -288,6 +432,7 @@ impl Net {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        self.shared.links.shutdown().await;
         if tokio::time::timeout(Duration::from_secs(5), self.router.shutdown())
             .await
             .is_err()

@@ -1,8 +1,8 @@
 //! What this node knows of each peer: when it last synced, what the peer had
-//! then, failures and backoff.
+//! then, where it was last seen, the bytes exchanged, its clock, failures and
+//! backoff.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,9 +15,17 @@ struct Peer {
     last_sync_ms: Option<u64>,
     last_contact: Option<Instant>,
     frontier: BTreeMap<AuthorId, u64>,
+    /// Addresses the peer announced in its last handshake, and those its
+    /// connections came from.
+    seen_at: Vec<String>,
     failures: u32,
     retry_at: Option<Instant>,
     gossip_up: bool,
+    bytes_sent: u64,
+    bytes_received: u64,
+    chunks_sent: u64,
+    /// The peer's clock minus ours at the last handshake (ms).
+    skew_ms: i64,
 }
 
 #[derive(Default)]
@@ -27,15 +35,25 @@ pub(crate) struct Peers(Mutex<HashMap<AuthorId, Peer>>);
 #[derive(Clone, Debug)]
 pub struct PeerStatus {
     pub id: AuthorId,
-    pub addrs: Vec<SocketAddr>,
+    /// Published addresses first, then those the peer was last seen at.
+    pub addrs: Vec<String>,
     pub online: bool,
     pub last_sync_ms: Option<u64>,
     /// Entries this node has that the peer lacked at the last contact.
     pub pending: u64,
+    /// Entries the peer had at the last contact that this node lacks.
+    pub behind: u64,
     pub failures: u32,
+    /// Bytes of every kind (sync frames, content chunks, gossip) since start.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Content chunks this node served to the peer.
+    pub chunks_sent: u64,
+    /// The peer's clock minus this node's, at the last handshake.
+    pub skew_ms: i64,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -43,6 +61,12 @@ fn now_ms() -> u64 {
 
 /// Peers contacted within this long count as online.
 const ONLINE: Duration = Duration::from_secs(60);
+
+fn missing(have: &BTreeMap<AuthorId, u64>, lacks: &BTreeMap<AuthorId, u64>) -> u64 {
+    have.iter()
+        .map(|(a, s)| s.saturating_sub(lacks.get(a).copied().unwrap_or(0)))
+        .sum()
+}
 
 impl Peers {
     /// Is a gossip link with `id` up now?
@@ -54,15 +78,30 @@ impl Peers {
         self.0.lock().unwrap().contains_key(id)
     }
 
-    /// A session handshake with `id` succeeded: it is reachable, so its
-    /// backoff is over (a dial-back must not wait out failures from before).
-    pub fn contact(&self, id: AuthorId, frontier: BTreeMap<AuthorId, u64>) {
+    /// A handshake with `id` succeeded: it is reachable, so its backoff is
+    /// over (a dial-back must not wait out failures from before). Returns the
+    /// clock skew it had before, to log a change once.
+    pub fn contact(&self, id: AuthorId, frontier: BTreeMap<AuthorId, u64>, seen_at: Vec<String>, skew_ms: i64) -> i64 {
         let mut m = self.0.lock().unwrap();
         let p = m.entry(id).or_default();
         p.last_contact = Some(Instant::now());
         p.frontier = frontier;
+        if !seen_at.is_empty() {
+            p.seen_at = seen_at;
+        }
         p.failures = 0;
         p.retry_at = None;
+        std::mem::replace(&mut p.skew_ms, skew_ms)
+    }
+
+    /// The peer now has at least `frontier` (it pulled it from us, or we from it).
+    pub fn has(&self, id: AuthorId, frontier: &BTreeMap<AuthorId, u64>) {
+        let mut m = self.0.lock().unwrap();
+        let p = m.entry(id).or_default();
+        for (a, s) in frontier {
+            let e = p.frontier.entry(*a).or_default();
+            *e = (*e).max(*s);
+        }
     }
 
     pub fn synced(&self, id: AuthorId) {
@@ -72,6 +111,18 @@ impl Peers {
         p.last_contact = Some(Instant::now());
         p.failures = 0;
         p.retry_at = None;
+    }
+
+    pub fn sent(&self, id: AuthorId, n: usize) {
+        self.0.lock().unwrap().entry(id).or_default().bytes_sent += n as u64;
+    }
+
+    pub fn chunk_sent(&self, id: AuthorId) {
+        self.0.lock().unwrap().entry(id).or_default().chunks_sent += 1;
+    }
+
+    pub fn received(&self, id: AuthorId, n: usize) {
+        self.0.lock().unwrap().entry(id).or_default().bytes_received += n as u64;
     }
 
     /// Exponential backoff, 1 s doubling to 60 s; other peers are unaffected.
@@ -107,27 +158,30 @@ impl Peers {
         self.0.lock().unwrap().retain(|id, _| dir.role(id).is_some());
     }
 
-    pub fn status(&self, members: &[(AuthorId, Vec<SocketAddr>)], mine: &BTreeMap<AuthorId, u64>) -> Vec<PeerStatus> {
+    pub fn status(&self, members: &[(AuthorId, Vec<String>)], mine: &BTreeMap<AuthorId, u64>) -> Vec<PeerStatus> {
         let m = self.0.lock().unwrap();
         members
             .iter()
             .map(|(id, addrs)| {
                 let p = m.get(id);
-                let pending = p.map_or_else(
-                    || mine.values().sum(),
-                    |p| {
-                        mine.iter()
-                            .map(|(a, s)| s.saturating_sub(p.frontier.get(a).copied().unwrap_or(0)))
-                            .sum()
-                    },
-                );
+                let mut addrs = addrs.clone();
+                for a in p.map(|p| p.seen_at.clone()).unwrap_or_default() {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
                 PeerStatus {
                     id: *id,
-                    addrs: addrs.clone(),
+                    addrs,
                     online: p.is_some_and(|p| p.gossip_up || p.last_contact.is_some_and(|t| t.elapsed() < ONLINE)),
                     last_sync_ms: p.and_then(|p| p.last_sync_ms),
-                    pending,
+                    pending: p.map_or_else(|| mine.values().sum(), |p| missing(mine, &p.frontier)),
+                    behind: p.map_or(0, |p| missing(&p.frontier, mine)),
                     failures: p.map_or(0, |p| p.failures),
+                    bytes_sent: p.map_or(0, |p| p.bytes_sent),
+                    bytes_received: p.map_or(0, |p| p.bytes_received),
+                    chunks_sent: p.map_or(0, |p| p.chunks_sent),
+                    skew_ms: p.map_or(0, |p| p.skew_ms),
                 }
             })
             .collect()

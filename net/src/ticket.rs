@@ -1,9 +1,8 @@
 //! Invite tickets: what `mountctl invite` prints and `mountctl join` takes.
 //! `lattice1` followed by the hex of a prost message: the share id, the
-//! inviter's endpoint id and addresses, and a one-time secret. The share keeps
-//! only the secret's hash.
-
-use std::net::SocketAddr;
+//! inviter's endpoint id and addresses, a few other members reachable when
+//! the ticket was made (any of them can admit the joiner), and a one-time
+//! secret. The share keeps only the secret's hash.
 
 use prost::Message;
 
@@ -19,23 +18,55 @@ struct TicketWire {
     addrs: Vec<String>,
     #[prost(bytes = "vec", tag = "4")]
     secret: Vec<u8>,
+    #[prost(message, repeated, tag = "5")]
+    others: Vec<MemberWire>,
 }
+
+#[derive(Clone, PartialEq, Message)]
+struct MemberWire {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+    #[prost(string, repeated, tag = "2")]
+    addrs: Vec<String>,
+}
+
+/// At most this many members besides the inviter go into a ticket.
+pub const MAX_OTHERS: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     pub share: [u8; 32],
     pub inviter: [u8; 32],
-    pub addrs: Vec<SocketAddr>,
+    /// The inviter's addresses ("IP:PORT" or relay URLs).
+    pub addrs: Vec<String>,
     pub secret: [u8; 32],
+    /// Other members that can admit the joiner, with their addresses.
+    pub others: Vec<([u8; 32], Vec<String>)>,
 }
 
 impl Ticket {
+    /// Every member named, the inviter first.
+    pub fn members(&self) -> Vec<([u8; 32], Vec<String>)> {
+        let mut out = vec![(self.inviter, self.addrs.clone())];
+        out.extend(self.others.iter().filter(|(id, _)| *id != self.inviter).cloned());
+        out
+    }
+
     pub fn encode(&self) -> String {
         let w = TicketWire {
             share: self.share.to_vec(),
             inviter: self.inviter.to_vec(),
-            addrs: self.addrs.iter().map(|a| a.to_string()).collect(),
+            addrs: self.addrs.clone(),
             secret: self.secret.to_vec(),
+            others: self
+                .others
+                .iter()
+                .take(MAX_OTHERS)
+                .map(|(id, addrs)| MemberWire {
+                    id: id.to_vec(),
+                    addrs: addrs.clone(),
+                })
+                .collect(),
         };
         format!("{PREFIX}{}", hex::encode(w.encode_to_vec()))
     }
@@ -52,12 +83,14 @@ impl Ticket {
         Ok(Ticket {
             share: arr(&w.share, "share id")?,
             inviter: arr(&w.inviter, "inviter id")?,
-            addrs: w
-                .addrs
-                .iter()
-                .map(|a| a.parse().map_err(|_| bad("address")))
-                .collect::<Result<_, _>>()?,
+            addrs: w.addrs,
             secret: arr(&w.secret, "secret")?,
+            others: w
+                .others
+                .iter()
+                .take(MAX_OTHERS)
+                .map(|m| Ok((arr(&m.id, "member id")?, m.addrs.clone())))
+                .collect::<Result<_, String>>()?,
         })
     }
 }
@@ -71,9 +104,11 @@ mod tests {
         let t = Ticket {
             share: [1; 32],
             inviter: [2; 32],
-            addrs: vec!["127.0.0.1:4000".parse().unwrap()],
+            addrs: vec!["127.0.0.1:4000".into()],
             secret: [3; 32],
+            others: vec![([4; 32], vec!["127.0.0.1:4001".into(), "https://relay.example./".into()])],
         };
+        assert_eq!(t.members().len(), 2);
         assert_eq!(Ticket::decode(&t.encode()).unwrap(), t);
         assert!(Ticket::decode("hello").unwrap_err().contains("not a Lattice ticket"));
         assert!(Ticket::decode("lattice1zz").is_err());

@@ -6,7 +6,7 @@ use prost::{Message, Oneof};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change to the sync or chunk protocols.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 pub const MAX_FRAME: usize = 32 << 20;
 
 /// The protocol version this node speaks: [`PROTOCOL_VERSION`], unless the
@@ -48,6 +48,10 @@ pub enum Kind {
 pub struct Pull {
     #[prost(message, repeated, tag = "1")]
     pub frontier: Vec<Seq>,
+    /// Answer `Done` only after pulling back what the asker has and the
+    /// answerer lacks (`mountctl sync`: both ways before it returns).
+    #[prost(bool, tag = "2")]
+    pub both_ways: bool,
 }
 
 /// What gossip carries: a new entry (when it fits) or just its coordinates.
@@ -79,6 +83,16 @@ pub struct Hello {
     /// A joiner's one-time invite secret (dialer only).
     #[prost(bytes = "vec", tag = "5")]
     pub join_secret: Vec<u8>,
+    /// Where the sender can be reached now ("IP:PORT" or a relay URL). Said
+    /// over a connection the sender's key authenticated, so it is believed
+    /// at once: a peer's new address never waits behind a gap in its chain.
+    #[prost(string, repeated, tag = "6")]
+    pub addrs: Vec<String>,
+    /// The sender's wall clock (ms since the epoch), so that each side can
+    /// tell the user when their clocks are too far apart for its entries to
+    /// be accepted.
+    #[prost(uint64, tag = "7")]
+    pub clock_ms: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -141,15 +155,16 @@ pub enum WireError {
     Closed,
 }
 
-pub async fn write(w: &mut (impl AsyncWrite + Unpin), kind: Kind) -> Result<(), WireError> {
+/// Writes one frame; returns the bytes it took on the wire.
+pub async fn write(w: &mut (impl AsyncWrite + Unpin), kind: Kind) -> Result<usize, WireError> {
     let bytes = Frame { kind: Some(kind) }.encode_to_vec();
     w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
     w.write_all(&bytes).await?;
-    Ok(())
+    Ok(4 + bytes.len())
 }
 
-/// The next frame, or `None` at a clean end of stream.
-pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<Kind>, WireError> {
+/// The next frame and the bytes it took, or `None` at a clean end of stream.
+pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<(Kind, usize)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -164,7 +179,7 @@ pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<Kind>, Wire
     r.read_exact(&mut buf).await?;
     let f = Frame::decode(buf.as_slice()).map_err(|e| WireError::Malformed(e.to_string()))?;
     f.kind
-        .map(Some)
+        .map(|k| Some((k, 4 + len)))
         .ok_or_else(|| WireError::Malformed("empty frame".into()))
 }
 
@@ -187,13 +202,13 @@ mod tests {
         write(&mut a, Kind::Done(Done {})).await.unwrap();
         drop(a);
         assert_eq!(
-            read(&mut b).await.unwrap(),
+            read(&mut b).await.unwrap().map(|(k, _)| k),
             Some(Kind::Refused(Refused {
                 reason: "no".into(),
                 evidence: vec![b"entry".to_vec()]
             }))
         );
-        assert_eq!(read(&mut b).await.unwrap(), Some(Kind::Done(Done {})));
+        assert_eq!(read(&mut b).await.unwrap(), Some((Kind::Done(Done {}), 6)));
         assert_eq!(read(&mut b).await.unwrap(), None);
 
         let (mut a, mut b) = tokio::io::duplex(64);

@@ -186,6 +186,27 @@ impl Store {
         Ok(())
     }
 
+    /// Stores chunks fetched from a peer, each checked against its hash
+    /// first (one wrong chunk refuses the lot: nothing unverified is kept),
+    /// in one durable commit: a fetch makes a group of chunks durable with
+    /// one fsync, and what is durable is never fetched again.
+    pub fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+        if chunks.iter().any(|(h, b)| content::hash(b) != *h) {
+            return Err(Error::ChunkMismatch);
+        }
+        let txn = self.db().begin_write()?;
+        {
+            let mut t = txn.open_table(CHUNKS)?;
+            for (h, bytes) in chunks {
+                if t.get(&h.0)?.is_none() {
+                    t.insert(&h.0, bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// The subset of `hs` this store does not hold.
     pub fn missing_chunks(&self, hs: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
         let txn = self.db().begin_read()?;

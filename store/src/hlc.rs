@@ -19,11 +19,22 @@ impl Hlc {
     }
 }
 
+/// This machine's wall clock in ms since the epoch. The test hook
+/// `LATTICE_TEST_CLOCK_OFFSET_MS` (signed) moves it, so that a test can run a
+/// node whose clock is wrong.
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("LATTICE_TEST_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    now.saturating_add_signed(offset)
 }
 
 /// The clock state of one node.

@@ -48,7 +48,7 @@ impl Store {
                     Err(r) => Outcome::Refused(r),
                 };
                 match &o {
-                    Outcome::Refused(r) => tracing::warn!("refused an entry: {r}"),
+                    Outcome::Refused(r) => tracing::debug!("refused an entry: {r}"),
                     Outcome::Orphaned(g) => gaps.push(*g),
                     _ => {}
                 }

@@ -55,6 +55,8 @@ pub trait SyncStore: Send + Sync {
     fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
     fn chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>>;
     fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()>;
+    /// Verified chunks from a peer, durable in one commit (see [`Store::put_fetched`]).
+    fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()>;
     /// Chunks that `entries` refer to and this store lacks.
     fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>>;
     /// The durable log end: only entries below it may leave the machine.
@@ -143,6 +145,9 @@ impl SyncStore for Store {
     }
     fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()> {
         Store::put_chunk(self, hash, bytes)
+    }
+    fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
+        Store::put_fetched(self, chunks)
     }
     fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>> {
         Store::missing_refs(self, entries)

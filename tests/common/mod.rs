@@ -138,6 +138,9 @@ pub fn mountctl(home: &Path, args: &[&OsStr], timeout: Duration) -> Out {
 pub fn mountctl_env(home: &Path, args: &[&OsStr], env: &[(&str, &str)], timeout: Duration) -> Out {
     let mut cmd = Command::new(bin());
     cmd.arg("--home").arg(home).args(args).env_remove("LATTICE_HOME");
+    // No relays and no public address lookup: this machine has no internet,
+    // and peers dial each other on loopback. A test that wants them says so.
+    cmd.env("LATTICE_RELAY", "off").env("LATTICE_DNS", "off");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -391,6 +394,8 @@ pub struct Mount {
     home_tmp: Option<Home>,
     /// Environment for the daemons this guard starts.
     pub env: Vec<(&'static str, &'static str)>,
+    /// Mount with `--bind 127.0.0.1:0` (false: the default binding).
+    pub loopback: bool,
 }
 
 /// How long one test may keep a mount before the watchdog kills its daemon
@@ -457,6 +462,32 @@ impl Mount {
             dir_tmp: Some(dir_tmp),
             home_tmp: Some(home),
             env: env.to_vec(),
+            loopback: true,
+        };
+        m.mount_with(args);
+        m
+    }
+
+    /// Like [`Mount::new_with_env`], with the default binding (all
+    /// interfaces, the share's kept port) instead of a loopback port.
+    pub fn new_default_bind(args: &[&str], env: &[(&'static str, &'static str)]) -> Mount {
+        unsafe {
+            libc::umask(0o022);
+        }
+        let home = Home::new();
+        let (dir_tmp, dir) = empty_dir("lattice-mnt-");
+        let watch_pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut m = Mount {
+            watchdog: Some(start_watchdog(dir.clone(), watch_pid.clone())),
+            watch_pid,
+            dir,
+            home: home.path.clone(),
+            pid: None,
+            mounted: false,
+            dir_tmp: Some(dir_tmp),
+            home_tmp: Some(home),
+            env: env.to_vec(),
+            loopback: false,
         };
         m.mount_with(args);
         m
@@ -484,6 +515,7 @@ impl Mount {
             dir_tmp: None,
             home_tmp: None,
             env: Vec::new(),
+            loopback: true,
         }
     }
 
@@ -492,11 +524,14 @@ impl Mount {
         self.mount_with(&["mount"]);
     }
 
-    /// `mountctl ARGS... DIR --bind 127.0.0.1:0`: peers stay on loopback.
+    /// `mountctl ARGS... DIR --bind 127.0.0.1:0`: peers stay on loopback
+    /// (unless the mount was made with the default binding).
     pub fn mount_with(&mut self, args: &[&str]) {
         let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         argv.push(self.dir.as_os_str());
-        argv.extend([OsStr::new("--bind"), OsStr::new("127.0.0.1:0")]);
+        if self.loopback {
+            argv.extend([OsStr::new("--bind"), OsStr::new("127.0.0.1:0")]);
+        }
         let out = mountctl_env(&self.home, &argv, &self.env, MOUNT_TIMEOUT);
         // Even a failed/timed-out attempt may have mounted: let Drop clean up.
         self.mounted = true;

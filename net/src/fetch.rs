@@ -1,0 +1,105 @@
+//! Content chunks over a link: `Want{hashes}` answered by `Chunk`s.
+//!
+//! The asker keeps [`IN_FLIGHT`] requests open at once on one link, so the
+//! answerer streams while the asker verifies and stores, and each request's
+//! chunks are made durable together (one fsync per request, not per chunk).
+//! What is durable is never asked for again: a fetch cut at any moment
+//! repeats at most the requests that were in flight.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Result, anyhow, bail};
+use iroh::endpoint::{Connection, SendStream};
+use store::{AuthorId, ChunkHash};
+
+use crate::frames::{recv, send};
+use crate::wire::{self, Kind};
+use crate::{Shared, handshake};
+
+/// Chunks per request (~4 MiB at the average chunk size), made durable together.
+const WANT_PER_REQUEST: usize = 64;
+/// The most chunks one request is answered with.
+const MAX_WANT: usize = 256;
+/// Requests open at once on one link: at most this many requests' chunks
+/// (~16 MiB) are fetched again after a cut.
+const IN_FLIGHT: usize = 4;
+
+pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, hashes: &[Vec<u8>]) -> Result<()> {
+    for h in hashes.iter().take(MAX_WANT) {
+        let data = match ChunkHash::from_slice(h) {
+            Some(h) => s.store.chunk(&h)?,
+            None => None,
+        };
+        let missing = data.is_none();
+        if !missing {
+            s.peers.chunk_sent(peer);
+        }
+        let c = wire::Chunk {
+            hash: h.clone(),
+            data: data.unwrap_or_default(),
+            missing,
+        };
+        send(s, peer, tx, Kind::Chunk(c)).await?;
+    }
+    Ok(())
+}
+
+/// Fetches `hashes` from `peer` over `conn`, verified and durable.
+pub(crate) async fn fetch_chunks(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, hashes: &[ChunkHash]) -> Result<()> {
+    let mut groups = hashes.chunks(WANT_PER_REQUEST);
+    let mut open = VecDeque::new();
+    loop {
+        while open.len() < IN_FLIGHT {
+            let Some(group) = groups.next() else { break };
+            let (mut tx, rx) = conn.open_bi().await?;
+            let want = wire::Want {
+                hashes: group.iter().map(|h| h.0.to_vec()).collect(),
+            };
+            send(s, peer, &mut tx, Kind::Want(want)).await?;
+            tx.finish()?;
+            open.push_back((group, rx));
+        }
+        let Some((group, mut rx)) = open.pop_front() else {
+            return Ok(());
+        };
+        let mut got = Vec::with_capacity(group.len());
+        for want in group {
+            let c = match recv(s, peer, &mut rx).await? {
+                Kind::Chunk(c) => c,
+                Kind::Refused(r) => return Err(handshake::refused(s, peer, r)),
+                _ => bail!("expected a chunk"),
+            };
+            if c.hash != want.0 {
+                bail!("the peer sent chunk {} out of turn", hex::encode(&c.hash));
+            }
+            if c.missing {
+                bail!("the peer lacks chunk {want}");
+            }
+            got.push((*want, c.data));
+        }
+        let bytes: usize = got.iter().map(|c| c.1.len()).sum();
+        let n = got.len();
+        // put_fetched verifies every hash: a wrong chunk is refused, never stored.
+        let store = s.store.clone();
+        tokio::task::spawn_blocking(move || store.put_fetched(&got)).await??;
+        s.progress.chunks.fetch_add(n as u64, Ordering::Relaxed);
+        s.progress.chunk_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Fetches chunks from `peer` over its link (for gossiped entries and healing).
+pub(crate) async fn fetch_from(s: &Arc<Shared>, peer: AuthorId, hashes: &[ChunkHash]) -> Result<()> {
+    let conn = handshake::link(s, peer).await?;
+    match fetch_chunks(s, &conn, peer, hashes).await {
+        Err(e) if conn.close_reason().is_some() => {
+            s.links.remove(&peer, &conn);
+            let conn = handshake::dial(s, peer, None)
+                .await
+                .map_err(|d| anyhow!("{e:#}; dialing again: {d:#}"))?;
+            fetch_chunks(s, &conn, peer, hashes).await
+        }
+        r => r,
+    }
+}

@@ -1,0 +1,36 @@
+//! Frames on a peer's streams, counted: every byte this node sends to or
+//! receives from a peer (sync frames, content chunks, handshakes) shows in
+//! that peer's counters and in the node's total.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use iroh::endpoint::{RecvStream, SendStream};
+use store::AuthorId;
+
+use crate::Shared;
+use crate::wire::{self, Kind};
+
+/// How long a peer may take to send the next frame of an answer.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn send(s: &Shared, peer: AuthorId, w: &mut SendStream, k: Kind) -> Result<()> {
+    let n = wire::write(w, k).await?;
+    s.peers.sent(peer, n);
+    s.sent.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+pub(crate) async fn recv(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Result<Kind> {
+    match tokio::time::timeout(READ_TIMEOUT, wire::read(r)).await {
+        Err(_) => bail!("the peer did not answer within {} s", READ_TIMEOUT.as_secs()),
+        Ok(Ok(Some((k, n)))) => {
+            s.peers.received(peer, n);
+            s.received.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(k)
+        }
+        Ok(Ok(None)) => bail!("the peer closed the stream"),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}

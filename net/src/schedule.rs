@@ -1,0 +1,98 @@
+//! When sessions run: one at a time per peer, many peers at once, each peer
+//! backing off on its own, so a slow or dead peer delays nobody else; a peer
+//! that comes back on a new link gets a new session at once, even while one
+//! on its old link is still waiting out a timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use store::AuthorId;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::{Ask, Shared, sync};
+
+pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ask>) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(AuthorId, tokio::task::Id)>();
+    let mut running: HashMap<AuthorId, AbortHandle> = HashMap::new();
+    let mut again: HashSet<AuthorId> = HashSet::new();
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        let peer = tokio::select! {
+            Some(ask) = rx.recv() => match ask {
+                Ask::Pull(peer) => {
+                    if peer == s.me || s.paused() || !s.peers.may_try(&peer) {
+                        continue;
+                    }
+                    if running.contains_key(&peer) {
+                        again.insert(peer);
+                        continue;
+                    }
+                    peer
+                }
+                Ask::Fresh(peer) => {
+                    if peer == s.me || s.paused() {
+                        continue;
+                    }
+                    if let Some(old) = running.remove(&peer) {
+                        tracing::debug!(peer = %peer.short(), "the peer is back on a new link: restarting its session");
+                        old.abort();
+                    }
+                    again.remove(&peer);
+                    peer
+                }
+            },
+            Some((peer, id)) = done_rx.recv() => {
+                if running.get(&peer).is_some_and(|h| h.id() == id) {
+                    running.remove(&peer);
+                    if again.remove(&peer) {
+                        let _ = s.asks.send(Ask::Pull(peer));
+                    }
+                }
+                continue;
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        let (s2, done) = (s.clone(), done_tx.clone());
+        let handle = sessions.spawn(async move {
+            if let Err(e) = sync::pull(&s2, peer, false).await {
+                tracing::debug!(peer = %peer.short(), "sync failed: {e:#}");
+            }
+            let _ = done.send((peer, tokio::task::id()));
+        });
+        running.insert(peer, handle);
+    }
+}
+
+/// On start, with every member; then periodically with a random one; and with
+/// the author of every gap the store reports.
+pub(crate) async fn anti_entropy(s: Arc<Shared>) {
+    for id in s.refresh_lookup() {
+        let _ = s.asks.send(Ask::Pull(id));
+    }
+    let mut gaps = s.store.watch_gaps();
+    let mut tick = tokio::time::interval(s.cfg.anti_entropy);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let members = s.refresh_lookup();
+                if !members.is_empty() {
+                    let pick = members[rand::random_range(0..members.len())];
+                    let _ = s.asks.send(Ask::Pull(pick));
+                }
+            }
+            Some(gap) = gaps.recv() => {
+                let members = s.refresh_lookup();
+                let target = if members.contains(&gap.author) {
+                    gap.author
+                } else if !members.is_empty() {
+                    members[rand::random_range(0..members.len())]
+                } else {
+                    continue;
+                };
+                let _ = s.asks.send(Ask::Pull(target));
+            }
+        }
+    }
+}
