@@ -319,3 +319,66 @@ fn a_node_whose_clock_is_wrong_is_told() {
     assert!(said >= 1, "A's log does not say it refused B's entries");
     assert!(said <= 3, "A's log says it {said} times:\n{log}");
 }
+
+/// Two nodes with no direct path between them (`--no-direct`: no UDP socket
+/// for direct paths at all, only relays) sync through a relay server run
+/// here, as two machines behind NATs would through iroh's public relays.
+#[test]
+fn nodes_without_a_direct_path_sync_through_a_relay() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cfg = iroh_relay::server::ServerConfig::default();
+    cfg.relay = Some(iroh_relay::server::RelayConfig::new(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        0,
+    ))));
+    let server = rt
+        .block_on(iroh_relay::server::Server::spawn(cfg))
+        .expect("a local relay server");
+    let url: &'static str = Box::leak(format!("http://{}", server.http_addr().unwrap()).into_boxed_str());
+    let relayed = ["--relay", url, "--no-direct"];
+    let mut args = vec!["mount"];
+    args.extend(relayed);
+    let a = Mount::new_with(&args);
+    let t = invite(&a, &[]);
+    assert!(
+        net::Ticket::decode(&t).unwrap().addrs.iter().any(|x| x.starts_with("http://127.0.0.1")),
+        "the ticket does not name A's relay"
+    );
+    let mut args = vec!["join", t.as_str()];
+    args.extend(relayed);
+    let b = Mount::new_with(&args);
+    eventually("B is connected to the relay", || {
+        status_of(&b)["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("(connected)"))
+    });
+    let st = status_of(&b);
+    assert!(
+        st["addrs"].as_array().unwrap().iter().all(|x| x.as_str().unwrap().starts_with("http://")),
+        "B has a direct address: {st}"
+    );
+    fs::write(a.p("through-the-relay.txt"), b"from a").unwrap();
+    fs::write(b.p("back-through-the-relay.txt"), b"from b").unwrap();
+    fs::write(a.p("two.bin"), noise(2 << 20, 3)).unwrap();
+    let t0 = Instant::now();
+    while !(fs::read(b.p("through-the-relay.txt")).is_ok_and(|d| d == b"from a")
+        && fs::read(b.p("two.bin")).is_ok_and(|d| d.len() == 2 << 20))
+    {
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "B does not see A's files through the relay\nA: {}\nB: {}",
+            log_tails(&a.home),
+            log_tails(&b.home)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually("A sees B's file", || {
+        fs::read(a.p("back-through-the-relay.txt")).is_ok_and(|d| d == b"from b")
+    });
+    assert_eq!(fs::read(b.p("two.bin")).unwrap(), noise(2 << 20, 3));
+    converged(&[&a, &b]);
+    drop((a, b));
+    rt.block_on(server.shutdown()).ok();
+}

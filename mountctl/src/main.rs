@@ -505,8 +505,10 @@ fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
                     share.map(|s| s.log().display().to_string()).unwrap_or_default()
                 );
             }
+            // A daemon that exited is gone even while nobody has reaped it
+            // (a zombie still answers kill(pid, 0)).
             let start = Instant::now();
-            while pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+            while pid > 0 && !stale::daemon_gone(pid) {
                 if start.elapsed() > Duration::from_secs(60) {
                     bail!("the daemon (pid {pid}) wrote everything but did not exit");
                 }
@@ -611,6 +613,9 @@ fn status(home: &Home, json: bool) -> Result<()> {
                 .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         );
+        for r in m["relays"].as_array().into_iter().flatten() {
+            println!("  relay {}", r.as_str().unwrap_or("?"));
+        }
         for p in m["peers"].as_array().into_iter().flatten() {
             println!("  {}", peer_line(p));
         }

@@ -43,8 +43,16 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     let mut addrs_changed = d.store.watch(b"addrs/");
     let mut evicted = d.net.watch_evicted();
     let mut requests = tokio::task::JoinSet::new();
+    // Addresses change (a relay connects, an interface comes up): publish
+    // them when they do, so members dial what is true now.
+    let mut republish = tokio::time::interval(std::time::Duration::from_secs(5));
     let why = loop {
         tokio::select! {
+            _ = republish.tick() => {
+                if let Err(e) = d.directory.publish(&d.net.addrs()) {
+                    tracing::debug!("cannot publish this node's addresses: {e}");
+                }
+            }
             _ = term.recv() => break ("SIGTERM".to_string(), None),
             _ = int.recv() => break ("SIGINT".to_string(), None),
             Some(why) = stop_rx.recv() => break why,
@@ -143,6 +151,8 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             let Ok(ttl) = ttl_ms.parse::<u64>() else {
                 return err("bad expiry");
             };
+            // With relays on, the ticket names this node's home relay too.
+            d.net.online(std::time::Duration::from_secs(3)).await;
             match d.directory.invite(role, ttl) {
                 Ok(secret) => {
                     // Any member named can admit the joiner: a few that are
@@ -362,6 +372,7 @@ async fn status(d: &Daemon) -> Value {
         "role": role,
         "state": d.fs.health(),
         "addrs": d.net.addrs(),
+        "relays": d.net.relays(),
         "entries": entries,
         "frontier": frontier,
         "orphans": s.orphan_count().unwrap_or(0),

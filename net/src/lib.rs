@@ -171,17 +171,15 @@ impl Shared {
         }
     }
 
-    /// Feeds the address book from the directory.
+    /// Feeds the address book from the directory; returns every other
+    /// member. One that published no address may still be reachable: its
+    /// handshake, a ticket or address lookup may have told where.
     pub fn refresh_lookup(&self) -> Vec<AuthorId> {
         let members = self.dir.members();
         for (id, addrs) in &members {
             endpoint::remember(&self.lookup, id.0, addrs);
         }
-        members
-            .into_iter()
-            .filter(|(_, a)| !a.is_empty())
-            .map(|(id, _)| id)
-            .collect()
+        members.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Links up on the gossip topic with every member we can reach, now: a
@@ -269,6 +267,30 @@ impl Net {
     /// with relays on, this node's home relay URL.
     pub fn addrs(&self) -> Vec<String> {
         endpoint::advertised(&self.shared.endpoint)
+    }
+
+    /// With relays on, waits (at most `wait`) until this node is connected
+    /// to its home relay, so that its addresses include it (for tickets).
+    pub async fn online(&self, wait: Duration) {
+        if self.shared.cfg.reach.relay != endpoint::Relay::Off {
+            let _ = tokio::time::timeout(wait, self.shared.endpoint.online()).await;
+        }
+    }
+
+    /// The home relays and whether each is connected, for `status`.
+    pub fn relays(&self) -> Vec<String> {
+        use iroh::Watcher;
+        self.shared
+            .endpoint
+            .home_relay_status()
+            .get()
+            .iter()
+            .map(|r| match (r.is_connected(), r.last_error()) {
+                (true, _) => format!("{} (connected)", r.url()),
+                (false, Some(e)) => format!("{} (not connected: {e})", r.url()),
+                (false, None) => format!("{} (not connected)", r.url()),
+            })
+            .collect()
     }
 
     /// The sockets the endpoint is bound to.
@@ -429,15 +451,18 @@ impl Net {
     }
 
     pub async fn shutdown(&self) {
+        let t = std::time::Instant::now();
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         self.shared.links.shutdown().await;
+        tracing::debug!("tasks and links stopped in {:?}", t.elapsed());
         if tokio::time::timeout(Duration::from_secs(5), self.router.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("the peer endpoint did not close within 5 s");
         }
+        tracing::debug!("network stopped in {:?}", t.elapsed());
     }
 }
