@@ -5,6 +5,7 @@ BIN = os.environ["LATTICE_BENCH_BIN"]
 # Loopback only: no relays, no public address lookup.
 os.environ.setdefault("LATTICE_RELAY", "off")
 os.environ.setdefault("LATTICE_DNS", "off")
+os.environ.setdefault("LATTICE_LAN", "off")
 
 
 class Cluster:
@@ -57,13 +58,18 @@ class Cluster:
         subprocess.run(["rm", "-rf", self.work])
 
 
-def wait(pred, limit=300):
+def wait(pred, limit=300, what="a condition"):
     t = time.perf_counter()
     while not pred():
         if time.perf_counter() - t > limit:
-            raise SystemExit("timed out")
+            raise SystemExit(f"timed out after {limit} s waiting for {what}")
         time.sleep(0.0005)
     return time.perf_counter() - t
+
+
+def step(msg):
+    import sys
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def content(p):

@@ -27,7 +27,7 @@ command -v python3 >/dev/null || { echo "bench: python3 is needed" >&2; exit 1; 
 log "building (release)"
 cargo build --release -q -p mountctl
 BIN=$PWD/target/release/mountctl
-export LATTICE_RELAY=off LATTICE_DNS=off  # one node; no internet here
+export LATTICE_RELAY=off LATTICE_DNS=off LATTICE_LAN=off  # one node; no internet here
 
 WORK=$(mktemp -d "$BENCH_DIR/lattice-bench.XXXXXX")
 LHOME=$WORK/home

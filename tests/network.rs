@@ -164,6 +164,7 @@ fn a_join_cut_at_random_moments_carries_on() {
             .args(["--bind", "127.0.0.1:0"])
             .env("LATTICE_RELAY", "off")
             .env("LATTICE_DNS", "off")
+            .env("LATTICE_LAN", "off")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -381,4 +382,21 @@ fn nodes_without_a_direct_path_sync_through_a_relay() {
     converged(&[&a, &b]);
     drop((a, b));
     rt.block_on(server.shutdown()).ok();
+}
+
+/// With local-network discovery on (the default; off in the other tests), a
+/// ticket that carries no address at all still joins: the joiner finds the
+/// inviter on this machine's network by multicast DNS.
+#[test]
+fn a_ticket_without_addresses_joins_through_local_discovery() {
+    let lan = [("LATTICE_LAN", "on")];
+    let a = Mount::new_with_env(&["mount"], &lan);
+    let mut t = net::Ticket::decode(&invite(&a, &[])).unwrap();
+    t.addrs.clear();
+    t.others.clear();
+    let t = t.encode();
+    let b = Mount::new_with_env(&["join", &t], &lan);
+    fs::write(a.p("found.txt"), b"by mdns").unwrap();
+    eventually("B sees A's file", || fs::read(b.p("found.txt")).is_ok_and(|d| d == b"by mdns"));
+    converged(&[&a, &b]);
 }

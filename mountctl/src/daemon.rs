@@ -90,7 +90,9 @@ impl Launch {
                 net::endpoint::Relay::Custom(urls) => urls.join(","),
             })
             .arg("--dns")
-            .arg(if self.reach.dns { "on" } else { "off" });
+            .arg(if self.reach.dns { "on" } else { "off" })
+            .arg("--lan")
+            .arg(if self.reach.lan { "on" } else { "off" });
         if !self.reach.direct {
             cmd.arg("--no-direct");
         }

@@ -132,6 +132,8 @@ enum Cmd {
         #[arg(long)]
         dns: String,
         #[arg(long)]
+        lan: String,
+        #[arg(long)]
         no_direct: bool,
     },
 }
@@ -162,6 +164,9 @@ struct MountOpts {
     /// found again.
     #[arg(long, env = "LATTICE_DNS", default_value = "on")]
     dns: String,
+    /// Find members on the same local network by multicast DNS (`on` or `off`).
+    #[arg(long, env = "LATTICE_LAN", default_value = "on")]
+    lan: String,
     /// No direct paths: peers are reached through relays only (to try relays).
     #[arg(long, hide = true)]
     no_direct: bool,
@@ -180,28 +185,30 @@ impl MountOpts {
             bind: self.bind,
             ticket,
             sync_interval: Duration::from_secs(self.sync_interval.max(1)),
-            reach: reach(&self.relay, &self.dns, !self.no_direct)?,
+            reach: reach(&self.relay, &self.dns, &self.lan, !self.no_direct)?,
         })
     }
 }
 
 /// `--relay` and `--dns` as the network layer takes them.
-fn reach(relay: &str, dns: &str, direct: bool) -> Result<net::endpoint::Reach> {
+fn reach(relay: &str, dns: &str, lan: &str, direct: bool) -> Result<net::endpoint::Reach> {
     use net::endpoint::Relay;
     let relay = match relay {
         "public" | "on" => Relay::Public,
         "off" | "none" => Relay::Off,
         urls => Relay::Custom(urls.split(',').map(str::to_string).collect()),
     };
-    let dns = match dns {
-        "on" => true,
-        "off" => false,
-        x => bail!("--dns takes on or off, not {x:?}"),
+    let on_off = |flag: &str, x: &str| match x {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        x => Err(anyhow!("--{flag} takes on or off, not {x:?}")),
     };
+    let dns = on_off("dns", dns)?;
+    let lan = on_off("lan", lan)?;
     if !direct && relay == Relay::Off {
         bail!("with no direct paths and no relay, no peer can be reached");
     }
-    Ok(net::endpoint::Reach { relay, dns, direct })
+    Ok(net::endpoint::Reach { relay, dns, lan, direct })
 }
 
 /// "3 s ago", "5 min ago", "2 h ago", "4 days ago".
@@ -345,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
             ticket,
             relay,
             dns,
+            lan,
             no_direct,
         } => {
             let l = daemon::Launch {
@@ -352,7 +360,7 @@ fn run(cli: Cli) -> Result<()> {
                 bind,
                 ticket,
                 sync_interval: Duration::from_millis(sync_interval_ms),
-                reach: reach(&relay, &dns, !no_direct)?,
+                reach: reach(&relay, &dns, &lan, !no_direct)?,
             };
             daemon::run(&home, &home.share(&share), &dir, &l, true)
         }

@@ -1,6 +1,6 @@
 //! The iroh endpoint of a node: its Ed25519 identity is the store's. How far
 //! it reaches is [`Reach`]: for real use `mountctl` turns on iroh's public
-//! relays and DNS address lookup; tests turn everything off and dial
+//! relays, DNS address lookup and local-network discovery (mDNS); tests turn everything off and dial
 //! explicit addresses, kept in a [`MemoryLookup`] fed from the share's
 //! `addrs/` keys, from tickets and from handshakes.
 
@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use iroh::address_lookup::{DnsAddressLookup, MemoryLookup, PkarrPublisher, PkarrResolver};
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, QuicTransportConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use iroh_mdns_address_lookup::MdnsAddressLookup;
 
 /// Which relay servers a node uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct Reach {
     /// Publish this node's addresses to, and look peers up in, iroh's DNS
     /// (pkarr) service, so a peer whose address changed is found again.
     pub dns: bool,
+    /// Find machines of the same local network by multicast DNS.
+    pub lan: bool,
     /// Direct UDP paths. Off only in tests that show relayed sync.
     pub direct: bool,
 }
@@ -41,6 +44,7 @@ impl Default for Reach {
         Reach {
             relay: Relay::Off,
             dns: false,
+            lan: false,
             direct: true,
         }
     }
@@ -84,6 +88,9 @@ pub async fn bind(
             .address_lookup(PkarrPublisher::n0_dns())
             .address_lookup(PkarrResolver::n0_dns())
             .address_lookup(DnsAddressLookup::n0_dns());
+    }
+    if reach.lan {
+        b = b.address_lookup(MdnsAddressLookup::builder().service_name("lattice"));
     }
     b.portmapper_config(PortmapperConfig::Disabled)
         .address_lookup(lookup.clone())
