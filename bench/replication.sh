@@ -76,9 +76,12 @@ def one_byte_edit(src, dst, out_bytes):
     t0 = time.perf_counter()
 
     def edited():
-        with open(f"{dst}/big.bin", "rb") as f:
-            f.seek(BIG // 2)
-            return f.read(1) == new
+        try:
+            with open(f"{dst}/big.bin", "rb") as f:
+                f.seek(BIG // 2)
+                return f.read(1) == new
+        except OSError:  # being replaced
+            return False
     wait(edited, 600, "the edit")
     t = time.perf_counter() - t0
     time.sleep(2)  # let the counters settle

@@ -36,7 +36,7 @@ class Node:
             for p in [self] + peers
         )
         shared = "".join(f'<device id="{p.id}"></device>' for p in [self] + peers)
-        cfg = f"""<configuration version="37">
+        cfg = f"""<configuration version="36">
 <folder id="{FOLDER}" label="{FOLDER}" path="{self.data}" type="sendreceive" rescanIntervalS="3600"
  fsWatcherEnabled="true" fsWatcherDelayS="1" ignorePerms="false" autoNormalize="true">{shared}
 <filesystemType>basic</filesystemType><minDiskFree unit="%">1</minDiskFree></folder>

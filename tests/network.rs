@@ -140,7 +140,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn a_join_cut_at_random_moments_carries_on() {
-    let a = Mount::new();
+    // A serves each chunk 1 ms late (a test hook): the join takes ~3 s here
+    // however fast the machine, so cuts at random times land inside it.
+    let a = Mount::new_with_env(&["mount"], &[("LATTICE_TEST_SERVE_DELAY_US", "1000")]);
     for i in 0..8 {
         fs::write(a.p(format!("big{i}.bin")), noise(24 << 20, i)).unwrap();
     }
@@ -153,9 +155,29 @@ fn a_join_cut_at_random_moments_carries_on() {
     let (_keep, dir) = empty_dir("lattice-mnt-");
     let mut b = Mount::guard(&home.path, &dir);
     let lock = home.path.join("shares/default/daemon.lock");
-    let mut kills = 0;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    while kills < 5 {
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Where each cut lands: the first a few ms after the daemon starts (before
+    // or during admission), the others 100-600 ms in (during the backfill).
+    let mut cuts = vec![Duration::from_millis(next() % 60)];
+    for _ in 1..5 {
+        cuts.push(Duration::from_millis(100 + next() % 500));
+    }
+    let served_so_far = || -> u64 {
+        let out = ctl(&a, &["peers", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        v["peers"]
+            .as_array()
+            .map_or(0, |ps| ps.iter().map(|p| p["chunks_sent"].as_u64().unwrap_or(0)).sum())
+    };
+    let mut dead = Vec::new();
+    let kills = cuts.len();
+    for cut in cuts {
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--home")
             .arg(&home.path)
@@ -169,35 +191,35 @@ fn a_join_cut_at_random_moments_carries_on() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut join = cmd.spawn().unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let wait = Duration::from_millis(200 + rng % 1500);
-        std::thread::sleep(wait);
-        let pid: u32 = fs::read_to_string(&lock)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0);
-        if is_mountpoint(&dir) || pid == 0 || !pid_alive(pid) {
-            // Finished (or not started) before the cut: the cut must land in the join.
-            let _ = join.kill();
-            let _ = join.wait();
-            if is_mountpoint(&dir) {
-                panic!("the join finished within {wait:?}: the share is too small to cut it");
+        let started = Instant::now();
+        let pid = loop {
+            let pid: u32 = fs::read_to_string(&lock)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0);
+            if pid != 0 && !dead.contains(&pid) && pid_alive(pid) {
+                break pid;
             }
-            continue;
-        }
+            assert!(started.elapsed() < Duration::from_secs(30), "the join daemon did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        std::thread::sleep(cut);
+        assert!(!is_mountpoint(&dir), "the join finished within {cut:?}: too fast to cut");
         kill(pid, libc::SIGKILL);
         assert!(wait_pid_gone(pid, Duration::from_secs(20)));
+        dead.push(pid);
         let _ = join.wait();
-        kills += 1;
-        eprintln!("cut the join after {wait:?}");
-        if is_mountpoint(&dir) {
-            panic!("a join was cut after it mounted: cut earlier");
-        }
+        eprintln!(
+            "cut the join after {:?} ({} chunks served so far)",
+            started.elapsed(),
+            served_so_far()
+        );
+        assert!(!is_mountpoint(&dir), "a join was cut after it mounted");
     }
     // The same command again finishes it.
-    b.mount_with(&["join", &t]);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.mount_with(&["join", &t]))).is_err() {
+        panic!("the join did not finish after the cuts\nA: {}\nB: {}", log_tails(&a.home), log_tails(&home.path));
+    }
     same_entries(&[&a, &b]);
     converged(&[&a, &b]);
     assert!(

@@ -26,8 +26,23 @@ const MAX_WANT: usize = 256;
 /// (~16 MiB) are fetched again after a cut.
 const IN_FLIGHT: usize = 4;
 
+/// Test hook: `LATTICE_TEST_SERVE_DELAY_US` slows serving each chunk, so a
+/// test can cut a transfer in the middle however fast this machine is.
+fn serve_delay() -> Option<std::time::Duration> {
+    static D: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("LATTICE_TEST_SERVE_DELAY_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_micros)
+    })
+}
+
 pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, hashes: &[Vec<u8>]) -> Result<()> {
     for h in hashes.iter().take(MAX_WANT) {
+        if let Some(d) = serve_delay() {
+            tokio::time::sleep(d).await;
+        }
         let data = match ChunkHash::from_slice(h) {
             Some(h) => s.store.chunk(&h)?,
             None => None,
@@ -50,6 +65,9 @@ pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, 
 pub(crate) async fn fetch_chunks(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, hashes: &[ChunkHash]) -> Result<()> {
     let mut groups = hashes.chunks(WANT_PER_REQUEST);
     let mut open = VecDeque::new();
+    // The last group's store (verify, write, fsync) runs while the next one
+    // is read off the link.
+    let mut storing: Option<tokio::task::JoinHandle<store::Result<()>>> = None;
     loop {
         while open.len() < IN_FLIGHT {
             let Some(group) = groups.next() else { break };
@@ -62,6 +80,9 @@ pub(crate) async fn fetch_chunks(s: &Arc<Shared>, conn: &Connection, peer: Autho
             open.push_back((group, rx));
         }
         let Some((group, mut rx)) = open.pop_front() else {
+            if let Some(t) = storing.take() {
+                t.await??;
+            }
             return Ok(());
         };
         let mut got = Vec::with_capacity(group.len());
@@ -79,13 +100,16 @@ pub(crate) async fn fetch_chunks(s: &Arc<Shared>, conn: &Connection, peer: Autho
             }
             got.push((*want, c.data));
         }
-        let bytes: usize = got.iter().map(|c| c.1.len()).sum();
-        let n = got.len();
+        if let Some(t) = storing.take() {
+            t.await??;
+        }
+        s.progress.chunks.fetch_add(got.len() as u64, Ordering::Relaxed);
+        s.progress
+            .chunk_bytes
+            .fetch_add(got.iter().map(|c| c.1.len() as u64).sum(), Ordering::Relaxed);
         // put_fetched verifies every hash: a wrong chunk is refused, never stored.
         let store = s.store.clone();
-        tokio::task::spawn_blocking(move || store.put_fetched(&got)).await??;
-        s.progress.chunks.fetch_add(n as u64, Ordering::Relaxed);
-        s.progress.chunk_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        storing = Some(tokio::task::spawn_blocking(move || store.put_fetched(&got)));
     }
 }
 

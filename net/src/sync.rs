@@ -45,15 +45,21 @@ pub(crate) async fn serve_link(s: Arc<Shared>, conn: Connection, peer: AuthorId)
         }
         // Membership is checked at every request, not only at the handshake:
         // a link opened before the peer was removed (or while it joined)
-        // serves it nothing more, and it is shown why.
+        // serves it nothing more, and it is shown why. A node still joining
+        // cannot judge (it has not backfilled who the members are): it
+        // refuses the request but keeps the link it is joining over.
         if s.dir.role(&peer).is_none() {
+            let judge = s.dir.role(&s.me).is_some();
             let evidence = s.store.membership_evidence(&peer).unwrap_or_default();
             let r = wire::Refused {
                 reason: format!("node {peer} is not a member of this share"),
-                evidence,
+                evidence: if judge { evidence } else { Vec::new() },
             };
             let _ = send(&s, peer, &mut tx, Kind::Refused(r)).await;
             let _ = tx.finish();
+            if !judge {
+                continue;
+            }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
             conn.close(VarInt::from_u32(handshake::CODE_REFUSED), b"not a member");
             break;
