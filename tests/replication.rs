@@ -246,6 +246,13 @@ fn refusals_are_clear_and_apply_nothing() {
         let out = mountctl_env(&home.path, &args, env, MOUNT_TIMEOUT);
         assert!(!out.ok(), "the join was accepted: {}", out.describe());
         assert!(!is_mountpoint(&dir));
+        // A join the share refused leaves no half-joined share behind.
+        let share = home.path.join("shares/default");
+        assert!(
+            !share.join("store.redb").exists() && !share.join("joining").exists(),
+            "a refused join left its store or marker: {}",
+            out.describe()
+        );
         out
     };
     let out = try_join(&t, &[]);

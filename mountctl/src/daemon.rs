@@ -319,18 +319,31 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
         ..store::Config::default()
     };
     let ticket = match &l.ticket {
-        Some(t) => {
-            let d = net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?;
-            // Until admission and backfill are done, `join` or `mount` carries on from here.
-            std::fs::write(sd.join_file(), format!("{t}\n"))
-                .with_context(|| format!("cannot write {}", sd.join_file().display()))?;
-            Some(d)
-        }
+        Some(t) => Some((t, net::Ticket::decode(t).map_err(|e| anyhow!("{e}"))?)),
         None => None,
     };
+    // Until admission and backfill are done, `join` or `mount` carries on
+    // from the ticket kept here: written before the store is created (a cut
+    // right after creation must still be carried on), and for a store that
+    // exists only once it is known to be the ticket's share.
+    let mark_joining = |t: &str| {
+        std::fs::write(sd.join_file(), format!("{t}\n"))
+            .with_context(|| format!("cannot write {}", sd.join_file().display()))
+    };
     let store = if sd.store().exists() {
-        store::Store::open(&sd.store(), me.clone(), cfg)?
-    } else if let Some(t) = &ticket {
+        let store = store::Store::open(&sd.store(), me.clone(), cfg)?;
+        if let Some((raw, t)) = &ticket {
+            if store.share_id().0 != t.share {
+                bail!(
+                    "the unfinished join in {} is for another share than this ticket's; move that folder away to join this one",
+                    sd.dir.display()
+                );
+            }
+            mark_joining(raw)?;
+        }
+        store
+    } else if let Some((raw, t)) = &ticket {
+        mark_joining(raw)?;
         store::Store::create_for_share(
             store::Location::File(&sd.store()),
             me.clone(),
@@ -346,14 +359,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
         let owner = store::Op::put(store::membership::peer_key(&me.author()), "owner");
         store::Store::create_share(store::Location::File(&sd.store()), me.clone(), cfg, vec![owner])?
     };
-    if let Some(t) = &ticket
-        && store.share_id().0 != t.share
-    {
-        bail!(
-            "the unfinished join in {} is for another share than this ticket's; move that folder away to join this one",
-            sd.dir.display()
-        );
-    }
+    let ticket = ticket.map(|(_, t)| t);
     if !sd.id_file().exists() {
         std::fs::write(sd.id_file(), format!("{}\n", store.share_id()))
             .with_context(|| format!("cannot write {}", sd.id_file().display()))?;
@@ -370,7 +376,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
                     let p = net.progress();
                     report(Step {
                         entries: p.entries,
-                        total: p.entries + p.behind,
+                        total: p.entries.saturating_add(p.behind),
                         bytes: p.bytes,
                     });
                 }
@@ -383,11 +389,22 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
         let p = net.progress();
         report(Step {
             entries: p.entries,
-            total: p.entries + p.behind,
+            total: p.entries.saturating_add(p.behind),
             bytes: p.bytes,
         });
         if let Err(e) = joined {
             net.shutdown().await;
+            let member = net::Directory::role(directory.as_ref(), &me.author()).is_some();
+            if e.downcast_ref::<net::Refused>().is_some() && !member {
+                // The share said no (a used, expired or unknown ticket) and
+                // nothing of it is here: leave no half-joined share behind.
+                drop(directory);
+                drop(store);
+                let _ = std::fs::remove_file(sd.store());
+                let _ = std::fs::remove_file(sd.id_file());
+                let _ = std::fs::remove_file(sd.join_file());
+                bail!("cannot join: {e:#}");
+            }
             bail!(
                 "cannot join: {e:#}. Nothing is lost: run the same `mountctl join` again, or `mountctl mount {}`, to carry on",
                 dir.display()

@@ -13,7 +13,7 @@ mod stale;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use clap::{Parser, Subcommand};
 
@@ -232,12 +232,16 @@ fn parse_duration(s: &str) -> Result<u64> {
 /// Sends a request to the daemon of `share`, turning its error into ours.
 fn ask(home: &Home, share: &str, req: &str) -> Result<serde_json::Value> {
     let sd = home.share(share);
-    let v = control::request(&sd.socket(), req, Duration::from_secs(120)).map_err(|_| {
-        anyhow!(
+    if std::os::unix::net::UnixStream::connect(sd.socket()).is_err() {
+        bail!(
             "share {share:?} is not mounted in {} (run `mountctl mount DIR` first)",
             home.dir.display()
-        )
-    })?;
+        );
+    }
+    // `sync` may move a lot both ways (each member has up to 300 s).
+    let wait = if req == "sync" { 330 } else { 120 };
+    let v = control::request(&sd.socket(), req, Duration::from_secs(wait))
+        .with_context(|| format!("the daemon of share {share:?} did not answer {req:?} within {wait} s"))?;
     if let Some(e) = v["error"].as_str() {
         bail!("{e}");
     }

@@ -23,8 +23,13 @@ pub(crate) async fn send(s: &Shared, peer: AuthorId, w: &mut SendStream, k: Kind
 }
 
 pub(crate) async fn recv(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Result<Kind> {
-    match tokio::time::timeout(READ_TIMEOUT, wire::read(r)).await {
-        Err(_) => bail!("the peer did not answer within {} s", READ_TIMEOUT.as_secs()),
+    recv_within(s, peer, r, READ_TIMEOUT).await
+}
+
+/// [`recv`] for an answer that may legitimately take long (a pull-back).
+pub(crate) async fn recv_within(s: &Shared, peer: AuthorId, r: &mut RecvStream, limit: Duration) -> Result<Kind> {
+    match tokio::time::timeout(limit, wire::read(r)).await {
+        Err(_) => bail!("the peer did not answer within {} s", limit.as_secs()),
         Ok(Ok(Some((k, n)))) => {
             s.peers.received(peer, n);
             s.received.fetch_add(n as u64, Ordering::Relaxed);

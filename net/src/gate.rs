@@ -68,6 +68,18 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// A joiner was admitted on `conn`: from now on it is cut off like any
+    /// member's if it is removed.
+    pub fn admitted(&self, conn: &Connection) {
+        let mut conns = self.0.conns.lock().unwrap();
+        if self.0.dir.role(&author_id(&conn.remote_id())).is_some() {
+            conns.retain(|w| w.upgrade().is_some());
+            conns.push(conn.weak_handle());
+        }
+    }
+}
+
 impl EndpointHooks for Gate {
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         let peer = author_id(&conn.remote_id());

@@ -99,10 +99,10 @@ pub(crate) fn learn(s: &Shared, peer: AuthorId, conn: &Connection, h: &wire::Hel
         }
     }
     endpoint::remember(&s.lookup, peer.0, &seen);
-    let skew = h.clock_ms as i64 - store::hlc::wall_ms() as i64;
+    let skew = (h.clock_ms as i128 - store::hlc::wall_ms() as i128).clamp(i64::MIN as i128 + 1, i64::MAX as i128) as i64;
     let before = s.peers.contact(peer, from_wire(&h.frontier), seen, skew);
     let bound = s.cfg.max_drift.as_millis() as i64;
-    if skew.abs() > bound && before.abs() <= bound {
+    if skew.unsigned_abs() > bound.unsigned_abs() && before.unsigned_abs() <= bound.unsigned_abs() {
         let whose = if skew > 0 {
             "the peer's clock is ahead of this node's"
         } else {
@@ -111,7 +111,7 @@ pub(crate) fn learn(s: &Shared, peer: AuthorId, conn: &Connection, h: &wire::Hel
         tracing::error!(
             peer = %peer.short(),
             "clocks differ by {} s ({whose}); entries more than {} s ahead of the receiver's clock are refused: check the clocks (NTP)",
-            skew.abs() / 1000,
+            skew.unsigned_abs() / 1000,
             bound / 1000
         );
     }
@@ -195,6 +195,7 @@ async fn accept_hello(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Res
             refuse(s, peer, &mut tx, conn, why, Vec::new()).await;
             return Ok(false);
         }
+        s.gate.admitted(conn);
         tracing::info!(peer = %peer, "admitted a new member with an invite");
     }
     send(s, peer, &mut tx, hello(s, None)?).await?;
@@ -215,7 +216,7 @@ pub(crate) fn refused(s: &Shared, peer: AuthorId, r: wire::Refused) -> anyhow::E
         tracing::error!("{why}");
         s.evicted.send_replace(Some(why));
     }
-    anyhow!("{} refused: {}", peer.short(), r.reason)
+    crate::Refused(format!("{} refused: {}", peer.short(), r.reason)).into()
 }
 
 /// The live link with `peer`, dialing it when there is none.

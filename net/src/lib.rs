@@ -37,6 +37,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 pub use peers::PeerStatus;
+
+/// A peer answered and said no (not a member, a used or expired ticket, a
+/// version it does not speak), as opposed to not answering.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 pub use ticket::Ticket;
 
 pub const SYNC_ALPN: &[u8] = b"lattice/sync/2";
@@ -315,7 +321,10 @@ impl Net {
     /// presents the same secret again and is let in as the member it is.
     /// Returns entries applied.
     pub async fn join(&self, t: &Ticket) -> Result<usize> {
-        let mut why = Vec::new();
+        let mut unreachable = Vec::new();
+        let mut refusals = Vec::new();
+        // A member that has not yet received the invite refuses it while
+        // another admits: every member named is tried before giving up.
         for (id, addrs) in t.members() {
             endpoint::remember(&self.shared.lookup, id, &addrs);
             match sync::join(&self.shared, AuthorId(id), &t.secret).await {
@@ -324,17 +333,21 @@ impl Net {
                     return Ok(n);
                 }
                 Err(e) => {
-                    let e = format!("{}: {e:#}", AuthorId(id).short());
-                    tracing::info!("cannot join through {e}");
-                    // A refusal is the share's answer, not a network failure.
-                    if e.contains("refused:") {
-                        anyhow::bail!("{e}");
+                    let why = format!("{}: {e:#}", AuthorId(id).short());
+                    tracing::info!("cannot join through {why}");
+                    if e.downcast_ref::<Refused>().is_some() {
+                        refusals.push(why);
+                    } else {
+                        unreachable.push(why);
                     }
-                    why.push(e);
                 }
             }
         }
-        anyhow::bail!("no member named in the ticket answered ({})", why.join("; "))
+        if unreachable.is_empty() && !refusals.is_empty() {
+            return Err(Refused(refusals.join("; ")).into());
+        }
+        refusals.extend(unreachable);
+        anyhow::bail!("no member named in the ticket admitted this node ({})", refusals.join("; "))
     }
 
     /// One sync session with `peer` now; entries applied.

@@ -51,7 +51,21 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
                 }
                 continue;
             }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+            Some(r) = sessions.join_next_with_id(), if !sessions.is_empty() => {
+                // A session that ended without saying so (it panicked) must
+                // not leave its peer marked as running for good.
+                let id = match &r {
+                    Ok((id, ())) => *id,
+                    Err(e) => e.id(),
+                };
+                if let Some(peer) = running.iter().find(|(_, h)| h.id() == id).map(|(p, _)| *p) {
+                    running.remove(&peer);
+                    if again.remove(&peer) {
+                        let _ = s.asks.send(Ask::Pull(peer));
+                    }
+                }
+                continue;
+            }
         };
         let (s2, done) = (s.clone(), done_tx.clone());
         let handle = sessions.spawn(async move {

@@ -142,8 +142,15 @@ pub(crate) async fn pull_over(s: &Arc<Shared>, conn: &Connection, peer: AuthorId
     send(s, peer, &mut tx, Kind::Pull(pull)).await?;
     tx.finish()?;
     let mut applied = 0;
+    // Asked both ways, the peer pulls back before its `Done`: that may take
+    // as long as the transfer (the link's keep-alive tells a dead peer).
+    let limit = if both_ways {
+        std::time::Duration::from_secs(300)
+    } else {
+        crate::frames::READ_TIMEOUT
+    };
     loop {
-        match recv(s, peer, &mut rx).await? {
+        match crate::frames::recv_within(s, peer, &mut rx, limit).await? {
             Kind::Batch(b) => applied += take_batch(s, conn, peer, b.entries).await?,
             Kind::Done(_) => break,
             Kind::Refused(r) => return Err(handshake::refused(s, peer, r)),
