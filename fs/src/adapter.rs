@@ -17,7 +17,7 @@ use fuser::{
 };
 
 use crate::errno::{Errno, R};
-use crate::local::{SetAttr, Time};
+use crate::local::{New, SetAttr, Time};
 use crate::model::{Attrs, Inval};
 use crate::node::Kind;
 use crate::tree::NAME_MAX;
@@ -43,6 +43,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
     }
 }
 
@@ -52,16 +56,16 @@ fn file_attr(a: &Attrs) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: t,
+        atime: time(a.atime_ns),
         mtime: t,
-        ctime: t,
+        ctime: time(a.ctime_ns),
         crtime: t,
         kind: file_type(a.kind),
         perm: a.perm,
-        nlink: 1,
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -131,6 +135,10 @@ impl Filesystem for LatticeFs {
                     uid: 0,
                     gid: 0,
                     mtime_ns: 0,
+                    ctime_ns: 0,
+                    atime_ns: 0,
+                    nlink: 0,
+                    rdev: 0,
                 });
                 a.ino = INodeNo(0);
                 reply.entry(&TTL, &a, Generation(0))
@@ -155,7 +163,7 @@ impl Filesystem for LatticeFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -172,6 +180,7 @@ impl Filesystem for LatticeFs {
             gid,
             size,
             mtime: mtime.map(when),
+            atime: atime.map(when),
         };
         reply_attr(self.0.setattr(ino.0, s), reply)
     }
@@ -187,28 +196,37 @@ impl Filesystem for LatticeFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Devices, FIFOs and sockets have no meaning on other machines.
-            return reply.error(errno(Errno::EPERM));
-        }
-        let owner = (req.uid(), req.gid());
-        reply_entry(
-            self.0
-                .make(parent.0, name.as_bytes(), Kind::File, mode & !umask, b"", owner),
-            reply,
-        )
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::CharDevice,
+            libc::S_IFBLK => Kind::BlockDevice,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return reply.error(errno(Errno::EINVAL)),
+        };
+        let rdev = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) { rdev as u64 } else { 0 };
+        let new = New {
+            kind,
+            mode: mode & !umask,
+            target: b"",
+            owner: (req.uid(), req.gid()),
+            rdev,
+        };
+        reply_entry(self.0.make(parent.0, name.as_bytes(), new), reply)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let owner = (req.uid(), req.gid());
-        reply_entry(
-            self.0
-                .make(parent.0, name.as_bytes(), Kind::Dir, mode & !umask, b"", owner),
-            reply,
-        )
+        let new = New {
+            kind: Kind::Dir,
+            mode: mode & !umask,
+            target: b"",
+            owner: (req.uid(), req.gid()),
+            rdev: 0,
+        };
+        reply_entry(self.0.make(parent.0, name.as_bytes(), new), reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -220,18 +238,14 @@ impl Filesystem for LatticeFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let owner = (req.uid(), req.gid());
-        reply_entry(
-            self.0.make(
-                parent.0,
-                link_name.as_bytes(),
-                Kind::Symlink,
-                0o777,
-                target.as_os_str().as_bytes(),
-                owner,
-            ),
-            reply,
-        )
+        let new = New {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            target: target.as_os_str().as_bytes(),
+            owner: (req.uid(), req.gid()),
+            rdev: 0,
+        };
+        reply_entry(self.0.make(parent.0, link_name.as_bytes(), new), reply)
     }
 
     fn rename(
@@ -337,6 +351,19 @@ impl Filesystem for LatticeFs {
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply_empty(self.0.fsync(ino.0), reply)
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(self.0.fallocate(ino.0, offset, length, mode), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -53,7 +53,12 @@ impl Shared {
         let scan = inputs::scan(self.store.as_ref()).map_err(|e| format!("cannot scan the store: {e}"))?;
         let (tree, facts, overlay, memory, delta) = {
             let mut m = self.lock();
-            let tree = m.view.tree();
+            let mut tree = m.view.tree();
+            // Sockets are this mount's alone: the store never has them.
+            tree.placed.retain(|id, _| !m.local.contains(id));
+            for kids in tree.children.values_mut() {
+                kids.retain(|_, id| !m.local.contains(id));
+            }
             let facts = view_facts(&m, &tree);
             let memory: Vec<(u64, NodeId)> = m.inodes.iter().collect();
             let unknown: Vec<String> = memory

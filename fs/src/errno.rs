@@ -21,6 +21,8 @@ impl Errno {
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const EFBIG: Errno = Errno(libc::EFBIG);
+    pub const ENODEV: Errno = Errno(libc::ENODEV);
+    pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
 }
 
 impl std::fmt::Display for Errno {

@@ -152,11 +152,11 @@ impl Shared {
             let w = m.pending.take();
             m.pending.written();
             m.unwritten.clear();
-            let paths: BTreeMap<NodeId, String> = w
+            let paths: BTreeMap<NodeId, (String, bool)> = w
                 .changes
                 .iter()
                 .filter_map(|(_, ch)| crate::inputs::node_of(ch.key()))
-                .map(|id| (id, m.view.path_of(id)))
+                .map(|id| (id, (m.view.path_of(id), m.kind(id) == Some(node::Kind::File))))
                 .collect();
             (w.changes, paths)
         };
@@ -198,8 +198,13 @@ impl Shared {
     }
 
     /// Writes `changes` out under `refused/<time>/`: each new content at its
-    /// path, and `CHANGES.txt` listing them all.
-    fn save_refused(&self, changes: &[(u64, Change)], paths: &BTreeMap<NodeId, String>) -> std::io::Result<PathBuf> {
+    /// path, and `CHANGES.txt` listing them all. `paths`: each node's path
+    /// and whether it is a file (only files have content to save).
+    fn save_refused(
+        &self,
+        changes: &[(u64, Change)],
+        paths: &BTreeMap<NodeId, (String, bool)>,
+    ) -> std::io::Result<PathBuf> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -211,8 +216,11 @@ impl Shared {
                 continue;
             };
             let id = crate::inputs::node_of(ch.key()).expect("a node key");
-            let path = paths.get(&id).cloned().unwrap_or_else(|| "/".into());
+            let (path, file) = paths.get(&id).cloned().unwrap_or_else(|| ("/".into(), false));
             match (kind, ch) {
+                (KeyKind::Data(_), _) if !file => {
+                    let _ = writeln!(list, "times\t{path}");
+                }
                 (KeyKind::Data(_), Change::Content { manifest, .. }) => {
                     let to = dir.join(path.trim_start_matches('/'));
                     self.write_content(manifest, &to)?;

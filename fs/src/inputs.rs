@@ -51,6 +51,8 @@ pub fn data_head(d: &Data, hlc: Hlc, author: AuthorId, entry: EntryId) -> DataHe
         entry,
         mtime_ns: d.mtime_ns,
         size: Manifest::decode(&d.manifest).map_or(0, |m| m.size()),
+        ctime_ns: d.ctime_ns,
+        atime_ns: d.atime_ns,
     }
 }
 

@@ -36,14 +36,17 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<Time>,
+    pub atime: Option<Time>,
 }
 
-/// What a new node is: kind, permission bits, symlink target, (uid, gid).
-struct New<'a> {
-    kind: Kind,
-    mode: u32,
-    target: &'a [u8],
-    owner: (u32, u32),
+/// What a new node is: kind, permission bits, symlink target, (uid, gid),
+/// device number.
+pub struct New<'a> {
+    pub kind: Kind,
+    pub mode: u32,
+    pub target: &'a [u8],
+    pub owner: (u32, u32),
+    pub rdev: u64,
 }
 
 pub struct StatFs {
@@ -95,7 +98,7 @@ pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::
         // A new share: its root's attributes and time are written once, so
         // every later mount (and every peer) shows the same.
         m.queue(attr_op(NodeId::ROOT, &model::root_attr()));
-        m.queue_content(NodeId::ROOT, Arc::default(), now_ns(), rand::random());
+        m.queue_content(NodeId::ROOT, Arc::default(), now_ns(), 0, rand::random());
         m.settle(true, &[]);
     }
     Ok(m)
@@ -160,6 +163,7 @@ impl Shared {
             mode,
             target,
             owner,
+            rdev,
         } = new;
         let name = check_name(name)?;
         let p = m.dir(parent)?;
@@ -168,37 +172,40 @@ impl Shared {
         }
         m.health.check()?;
         let id = NodeId::random();
+        let now = now_ns();
         let attr = Attr {
             kind: kind as u32,
             mode: mode & 0o7777,
             uid: owner.0,
             gid: owner.1,
             target: target.to_vec(),
+            rdev,
+            ctime_ns: now,
         };
         let loc = Loc {
             parent: p.0.to_vec(),
             name: name.to_vec(),
             deleted: false,
             seen_data: vec![],
+            ctime_ns: now,
         };
+        if kind == Kind::Socket {
+            m.local.insert(id);
+        } else {
+            m.dir_changed(p);
+        }
         let version = rand::random();
         m.queue(loc_op(id, &loc));
         m.queue(attr_op(id, &attr));
-        m.queue_content(id, Arc::default(), now_ns(), version);
+        m.queue_content(id, Arc::default(), now, 0, version);
         m.unwritten.insert(id);
         let invals = m.settle(true, &[(p, name)]);
         let a = m.entry(id)?;
         Ok((id, a, invals, version))
     }
 
-    pub fn make(&self, parent: u64, name: &[u8], kind: Kind, mode: u32, target: &[u8], owner: (u32, u32)) -> R<Attrs> {
+    pub fn make(&self, parent: u64, name: &[u8], new: New) -> R<Attrs> {
         let mut m = self.lock();
-        let new = New {
-            kind,
-            mode,
-            target,
-            owner,
-        };
         let (_, a, invals, _) = self.make_locked(&mut m, parent, name, new)?;
         drop(m);
         self.finish(invals);
@@ -229,6 +236,7 @@ impl Shared {
             mode,
             target: b"",
             owner,
+            rdev: 0,
         };
         let (id, a, invals, version) = self.make_locked(&mut m, parent, name, new)?;
         let mut of = OpenFile::new();
@@ -265,6 +273,9 @@ impl Shared {
         }
         // A delete the store cannot take fails here, rather than vanish later.
         m.health.check()?;
+        if !m.local.contains(&id) {
+            m.dir_changed(p);
+        }
         m.delete(id);
         let invals = m.settle(true, &[(p, name)]);
         drop(m);
@@ -310,7 +321,14 @@ impl Shared {
             name: newname.to_vec(),
             deleted: false,
             seen_data: vec![],
+            ctime_ns: now_ns(),
         };
+        if !m.local.contains(&id) {
+            m.dir_changed(p);
+            if np != p {
+                m.dir_changed(np);
+            }
+        }
         m.queue(loc_op(id, &loc));
         let invals = m.settle(true, &[(p, name), (np, newname)]);
         drop(m);
@@ -359,38 +377,96 @@ impl Shared {
             if let Some(g) = s.gid {
                 a.gid = g;
             }
+            a.ctime_ns = now_ns();
             m.restore_place(id, false);
             m.queue(attr_op(id, &a));
             let invals = m.settle(true, &[]);
             drop(m);
             self.finish(invals);
         }
-        if let Some(t) = s.mtime {
-            let t = match t {
-                Time::Now => now_ns(),
+        if s.mtime.is_some() || s.atime.is_some() {
+            let now = now_ns();
+            let at = |t: Time| match t {
+                Time::Now => now,
                 Time::At(t) => t,
             };
-            if kind == Kind::File {
-                self.change_file(id, by_path, |b| {
-                    b.mtime = Some(t);
-                    b.dirty = true;
-                    Ok(())
-                })?;
-            } else {
-                // Directories and symlinks have no content to read: just the time.
-                let mut m = self.lock();
-                if m.deleted_here(id) && !m.view.is_shown(id) {
-                    return Err(Errno::ENOENT);
-                }
-                m.health.check()?;
-                m.restore_place(id, false);
-                m.queue_content(id, Arc::default(), t, rand::random());
-                let invals = m.settle(true, &[]);
-                drop(m);
-                self.finish(invals);
-            }
+            self.set_times(id, kind, by_path, s.mtime.map(at), s.atime.map(at))?;
         }
         self.getattr(ino)
+    }
+
+    /// `utimensat`: a file with writes not yet committed (or deleted here
+    /// while open) takes the times into its buffer; otherwise they are a new
+    /// version of the node's `d` key with the same content.
+    fn set_times(&self, id: NodeId, kind: Kind, by_path: bool, mtime: Option<i64>, atime: Option<i64>) -> R<()> {
+        let buffered = {
+            let m = self.lock();
+            kind == Kind::File
+                && (m.deleted_here(id) || m.open.get(&id).is_some_and(|o| o.cell.is_dirty()))
+        };
+        if buffered {
+            if let Some(a) = atime {
+                self.lock().atimes.insert(id, a);
+            }
+            return self.change_file(id, by_path, |b| {
+                if let Some(t) = mtime {
+                    b.mtime = Some(t);
+                }
+                b.dirty = true;
+                Ok(())
+            });
+        }
+        let manifest = if kind == Kind::File {
+            self.current_content(id)?.1
+        } else {
+            Arc::default()
+        };
+        let mut m = self.lock();
+        if m.deleted_here(id) && !m.view.is_shown(id) {
+            return Err(Errno::ENOENT);
+        }
+        m.health.check()?;
+        m.restore_place(id, false);
+        let mtime = mtime.unwrap_or_else(|| m.view.shown_version(id).map_or(0, |d| d.mtime_ns));
+        let atime = atime.unwrap_or_else(|| m.atime(id));
+        m.atimes.remove(&id);
+        m.queue_content(id, manifest, mtime, atime, rand::random());
+        let invals = m.settle(true, &[]);
+        drop(m);
+        self.finish(invals);
+        Ok(())
+    }
+
+    /// `fallocate`: mode 0 makes the file at least `off + len` long (the new
+    /// bytes read as zeros); `KEEP_SIZE` changes nothing (the store has no
+    /// space to reserve: chunks are written when there are bytes). Other
+    /// modes (punching holes, collapsing ranges) are not supported.
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> R<()> {
+        let id = {
+            let m = self.lock();
+            let id = m.id(ino)?;
+            if m.view.copy(id).is_some() {
+                return Err(Errno::EROFS);
+            }
+            if m.kind(id) != Some(Kind::File) {
+                return Err(Errno::ENODEV);
+            }
+            id
+        };
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        if end > crate::buffer::MAX_FILE_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        match mode {
+            0 => self.change_file(id, false, |b| {
+                if b.len() < end {
+                    b.set_len(end).map_err(eio)?;
+                }
+                Ok(())
+            }),
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            _ => Err(Errno::EOPNOTSUPP),
+        }
     }
 
     /// Changes a file's buffer. A change by path, or of a file no handle has
@@ -532,7 +608,8 @@ impl Shared {
             return Ok(buf);
         }
         let cached = {
-            let m = self.lock();
+            let mut m = self.lock();
+            m.accessed(id);
             let version = m.content_version(id);
             let of = m.open.get(&id);
             of.and_then(|o| o.detached.as_ref().map(|d| d.0.clone())).or_else(|| {
@@ -642,7 +719,9 @@ impl Shared {
             } else {
                 // A delete from a peer loses to this write (edit beats delete).
                 m.restore_place(id, true);
-                m.queue_content(id, manifest.clone(), mtime, version);
+                let atime = m.atime(id);
+                m.atimes.remove(&id);
+                m.queue_content(id, manifest.clone(), mtime, atime, version);
                 if let Some(of) = m.open.get_mut(&id) {
                     of.read_cache = Some((version, manifest.clone()));
                 }
@@ -664,7 +743,8 @@ impl Shared {
         let (_, manifest) = self.current_content(id)?;
         let mut m = self.lock();
         let mtime = m.view.shown_version(id).map_or_else(now_ns, |d| d.mtime_ns);
-        m.queue_content(id, manifest, mtime, rand::random());
+        let atime = m.atime(id);
+        m.queue_content(id, manifest, mtime, atime, rand::random());
         let invals = m.settle(true, &[]);
         drop(m);
         self.finish(invals);

@@ -37,6 +37,10 @@ pub struct Attrs {
     pub uid: u32,
     pub gid: u32,
     pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub atime_ns: i64,
+    pub nlink: u32,
+    pub rdev: u32,
 }
 
 /// One entry of a directory listing.
@@ -74,6 +78,8 @@ pub fn data_op(id: NodeId, m: &Manifest, mtime_ns: i64, version: u64) -> Op {
         manifest: m.encode(),
         mtime_ns,
         version,
+        ctime_ns: now_ns(),
+        atime_ns: 0,
     };
     // The chunks travel as refs, so a peer fetches them before it applies this.
     Op::put_with_refs(node::data_key(id), prost::Message::encode_to_vec(&d), m.chunks())
@@ -93,6 +99,10 @@ pub struct Model {
     /// Deleted before any key of it was written: its record goes once nothing
     /// refers to it.
     pub forgotten: HashSet<NodeId>,
+    /// Nodes shown by this mount only, never written (Unix sockets).
+    pub local: HashSet<NodeId>,
+    /// Access times of reads on this machine (see [`Model::accessed`]).
+    pub atimes: HashMap<NodeId, i64>,
     /// Nodes this mount deleted that the kernel still holds.
     deleted_here: HashSet<NodeId>,
     /// Whether changes can be taken (see `health.rs`).
@@ -119,6 +129,8 @@ impl Model {
             unwritten: HashSet::new(),
             forgotten: HashSet::new(),
             deleted_here: HashSet::new(),
+            local: HashSet::new(),
+            atimes: HashMap::new(),
             health: Health::Ok,
             write_errors: HashMap::new(),
             recent: HashMap::new(),
@@ -179,6 +191,10 @@ impl Model {
                 uid: a.uid,
                 gid: a.gid,
                 mtime_ns: c.copy.head.mtime_ns,
+                ctime_ns: c.copy.head.ctime_ns.max(c.copy.head.mtime_ns),
+                atime_ns: c.copy.head.mtime_ns,
+                nlink: 1,
+                rdev: 0,
             });
         }
         let r = self.view.get(id)?;
@@ -203,6 +219,18 @@ impl Model {
             let t = of.cell.mtime.load(std::sync::atomic::Ordering::Acquire);
             mtime = if t == NO_MTIME { mtime } else { t };
         }
+        let mut ctime = self.view.ctime(id).unwrap_or(mtime);
+        if mtime > ctime {
+            // A write not committed yet (or a detached file's last one).
+            ctime = mtime;
+        }
+        let nlink = match a.kind() {
+            // `.`, its name in the parent, and each subdirectory's `..`.
+            Kind::Dir => 2 + self.view.list(id).filter(|(_, c)| self.kind(*c) == Some(Kind::Dir)).count() as u32,
+            // An open file deleted here has no name left.
+            _ if self.deleted_here(id) && !self.view.is_shown(id) => 0,
+            _ => 1,
+        };
         Some(Attrs {
             ino,
             kind: a.kind(),
@@ -211,6 +239,10 @@ impl Model {
             uid: a.uid,
             gid: a.gid,
             mtime_ns: mtime,
+            ctime_ns: ctime,
+            atime_ns: self.atime(id),
+            nlink,
+            rdev: a.rdev as u32,
         })
     }
 
@@ -230,6 +262,8 @@ impl Model {
         }
         self.inodes.remove(id);
         self.deleted_here.remove(&id);
+        self.local.remove(&id);
+        self.atimes.remove(&id);
         if self.forgotten.contains(&id) && self.view.forget(id) {
             self.forgotten.remove(&id);
         }
@@ -244,12 +278,16 @@ impl Model {
     /// Queues a local op and shows it at once.
     pub fn queue(&mut self, op: Op) {
         inputs::set_pending(&mut self.view, &op, self.me);
+        if inputs::node_of(&op.key).is_some_and(|id| self.local.contains(&id)) {
+            return;
+        }
         self.pending.queue(Change::Op(op));
     }
 
     /// Queues a new content version of `id` and shows it at once. The
     /// manifest is encoded when the window is written, not here.
-    pub fn queue_content(&mut self, id: NodeId, manifest: Arc<Manifest>, mtime_ns: i64, version: u64) {
+    pub fn queue_content(&mut self, id: NodeId, manifest: Arc<Manifest>, mtime_ns: i64, atime_ns: i64, version: u64) {
+        let ctime_ns = now_ns();
         let head = DataHead {
             version,
             hlc: inputs::PENDING_HLC,
@@ -257,15 +295,54 @@ impl Model {
             entry: inputs::PENDING_ENTRY,
             mtime_ns,
             size: manifest.size(),
+            ctime_ns,
+            atime_ns,
         };
         self.view.set_data(id, vec![head]);
         self.remember(id, version, manifest.clone());
+        if self.local.contains(&id) {
+            return;
+        }
         self.pending.queue(Change::Content {
             key: node::data_key(id),
             manifest,
             mtime_ns,
+            ctime_ns,
+            atime_ns,
             version,
         });
+    }
+
+    /// The access time `id` shows: read here (relatime), or as stored.
+    pub fn atime(&self, id: NodeId) -> i64 {
+        let stored = self.view.shown_version(id).map_or(0, |d| if d.atime_ns != 0 { d.atime_ns } else { d.mtime_ns });
+        self.atimes.get(&id).map_or(stored, |t| (*t).max(stored))
+    }
+
+    /// A read of `id`: its atime moves as relatime moves it (when it is not
+    /// newer than the mtime or ctime, or a day old). Kept on this machine
+    /// only: a read is not a change to replicate.
+    pub fn accessed(&mut self, id: NodeId) {
+        let now = now_ns();
+        let at = self.atime(id);
+        let (mtime, ctime) = (
+            self.view.shown_version(id).map_or(0, |d| d.mtime_ns),
+            self.view.ctime(id).unwrap_or(0),
+        );
+        if at <= mtime || at <= ctime || now - at > 86_400 * 1_000_000_000 {
+            self.atimes.insert(id, now);
+        }
+    }
+
+    /// Queues a change of the directory `dir`'s listing: its mtime and ctime
+    /// become now, in the same group commit as the change itself.
+    pub fn dir_changed(&mut self, dir: NodeId) {
+        if self.kind(dir) != Some(Kind::Dir) || self.local.contains(&dir) {
+            return;
+        }
+        let at = self.atime(dir);
+        self.atimes.remove(&dir);
+        self.queue_content(dir, Arc::default(), now_ns(), at, rand::random());
     }
 
     /// Keeps a large file's manifest for its next reader or writer, so that it
@@ -428,5 +505,7 @@ pub fn root_attr() -> Attr {
         uid: unsafe { libc::getuid() },
         gid: unsafe { libc::getgid() },
         target: vec![],
+        rdev: 0,
+        ctime_ns: 0,
     }
 }

@@ -7,9 +7,13 @@
 //! | key                    | value                                   | written by            |
 //! |------------------------|-----------------------------------------|-----------------------|
 //! | `n` id `l`             | [`Loc`]: parent, name, deleted flag     | create, rename, unlink |
-//! | `n` id `a`             | [`Attr`]: kind, mode, uid, gid, target  | create, chmod, chown  |
-//! | `n` id `d`             | [`Data`]: content manifest, mtime       | close after write, utimens, truncate |
+//! | `n` id `a`             | [`Attr`]: kind, mode, uid, gid, target, rdev | create, chmod, chown |
+//! | `n` id `d`             | [`Data`]: content manifest, mtime, atime | close after write, utimens, truncate; a directory's when a name in it changes |
 //! | `n` id `x` name        | an xattr value                          | setxattr / removexattr |
+//!
+//! Each of `l`, `a` and `d` carries the time it was written; a node's ctime
+//! is the latest of the three, so it follows every change of content or
+//! metadata, replicates, and is the same after a restart.
 //!
 //! A rename is one write to `l`. An unlink writes `l` with `deleted` set and
 //! leaves `d` alone: the deleted `Loc` keeps the last place and lists the
@@ -99,6 +103,20 @@ pub enum Kind {
     File = 1,
     Dir = 2,
     Symlink = 3,
+    Fifo = 4,
+    CharDevice = 5,
+    BlockDevice = 6,
+    /// A Unix socket: a rendezvous point of processes on one machine, so it
+    /// is shown by the mount that made it and never written to the store.
+    Socket = 7,
+}
+
+impl Kind {
+    /// Nodes with no content of their own (FIFOs, devices, sockets): what
+    /// they carry is in their attributes.
+    pub fn is_special(self) -> bool {
+        matches!(self, Kind::Fifo | Kind::CharDevice | Kind::BlockDevice | Kind::Socket)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Message)]
@@ -112,6 +130,9 @@ pub struct Loc {
     /// With `deleted`: the versions of the `d` heads the deleter saw.
     #[prost(uint64, repeated, tag = "4")]
     pub seen_data: Vec<u64>,
+    /// When the node was placed here (its ctime, as far as this key goes).
+    #[prost(int64, tag = "5")]
+    pub ctime_ns: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -127,6 +148,12 @@ pub struct Attr {
     pub gid: u32,
     #[prost(bytes = "vec", tag = "5")]
     pub target: Vec<u8>,
+    /// A device node's device number.
+    #[prost(uint64, tag = "6")]
+    pub rdev: u64,
+    /// When these attributes were set (the node's ctime, as far as this key goes).
+    #[prost(int64, tag = "7")]
+    pub ctime_ns: i64,
 }
 
 impl Attr {
@@ -134,6 +161,10 @@ impl Attr {
         match self.kind {
             2 => Kind::Dir,
             3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::CharDevice,
+            6 => Kind::BlockDevice,
+            7 => Kind::Socket,
             _ => Kind::File,
         }
     }
@@ -151,6 +182,14 @@ pub struct Data {
     /// before the entry that carries them has an id.
     #[prost(uint64, tag = "3")]
     pub version: u64,
+    /// When this version was written: differs from `mtime_ns` once a
+    /// program sets the mtime (touch -d, tar, rsync). 0 in older entries: the mtime.
+    #[prost(int64, tag = "4")]
+    pub ctime_ns: i64,
+    /// The access time a program set explicitly (utimensat); 0: the mtime.
+    /// Reads move the atime only on this machine (see `atime.rs`).
+    #[prost(int64, tag = "5")]
+    pub atime_ns: i64,
 }
 
 pub fn decode<M: Message + Default>(bytes: &[u8]) -> Option<M> {

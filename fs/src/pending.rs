@@ -32,6 +32,10 @@ pub enum Change {
         key: Vec<u8>,
         manifest: Arc<Manifest>,
         mtime_ns: i64,
+        /// When it was written (see `node::Data`).
+        ctime_ns: i64,
+        /// An access time set explicitly, or 0.
+        atime_ns: i64,
         version: u64,
     },
 }
@@ -52,12 +56,16 @@ impl Change {
                 key,
                 manifest,
                 mtime_ns,
+                ctime_ns,
+                atime_ns,
                 version,
             } => {
                 let d = Data {
                     manifest: manifest.encode(),
                     mtime_ns: *mtime_ns,
                     version: *version,
+                    ctime_ns: *ctime_ns,
+                    atime_ns: *atime_ns,
                 };
                 // The chunks travel as refs, so a peer fetches them before it applies this.
                 Op {
@@ -279,6 +287,8 @@ mod tests {
                 key: node::data_key(NodeId::random()),
                 manifest: m.clone(),
                 mtime_ns: 0,
+                ctime_ns: 0,
+                atime_ns: 0,
                 version: 1,
             });
         }

@@ -109,7 +109,7 @@ fn a_directory_never_written_but_named_by_a_written_node_is_written() {
     sync(&peer, &a);
     let w = s.lock().inodes.node(attrs.ino).unwrap();
     // All in one window: D is never written on its own account.
-    let d = s.make(ROOT_INO, b"D", Kind::Dir, 0o755, b"", (0, 0)).unwrap();
+    let d = s.make(ROOT_INO, b"D", crate::local::New { kind: Kind::Dir, mode: 0o755, target: b"", owner: (0, 0), rdev: 0 }).unwrap();
     s.rename(ROOT_INO, b"w", d.ino, b"w", false).unwrap();
     s.remove(d.ino, b"w", false).unwrap();
     s.remove(ROOT_INO, b"D", true).unwrap();

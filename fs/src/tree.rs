@@ -62,6 +62,8 @@ pub struct DataHead {
     /// For display only (the tree does not depend on them).
     pub mtime_ns: i64,
     pub size: u64,
+    pub ctime_ns: i64,
+    pub atime_ns: i64,
 }
 
 impl DataHead {
@@ -392,6 +394,8 @@ mod tests {
             author: author(by),
             entry: EntryId([e; 32]),
             mtime_ns: 0,
+            ctime_ns: 0,
+            atime_ns: 0,
             size: 0,
         }
     }
@@ -411,6 +415,7 @@ mod tests {
                     name: name.as_bytes().to_vec(),
                     deleted,
                     seen_data: vec![],
+                    ctime_ns: 0,
                 },
                 hlc: Hlc::new(self.clock, 0),
                 author: author(by),

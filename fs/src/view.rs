@@ -71,6 +71,7 @@ struct Place {
     name: Box<[u8]>,
     deleted: bool,
     seen: Box<[u64]>,
+    ctime_ns: i64,
     hlc: Hlc,
     author: u32,
     entry: u32,
@@ -85,6 +86,8 @@ struct Version {
     entry: u32,
     mtime_ns: i64,
     size: u64,
+    ctime_ns: i64,
+    atime_ns: i64,
 }
 
 /// One node: its inputs (the heads of its keys, as the mount sees them) and
@@ -315,7 +318,20 @@ impl View {
             name: p.name.to_vec(),
             deleted: p.deleted,
             seen_data: p.seen.to_vec(),
+            ctime_ns: p.ctime_ns,
         })
+    }
+
+    /// The node's ctime: the latest time any of its keys (place, attributes,
+    /// content) was written, as the store says; the same on every peer.
+    pub fn ctime(&self, id: NodeId) -> Option<i64> {
+        let r = self.recs.get(&id)?;
+        let place = r.place().map_or(0, |p| p.ctime_ns);
+        let attr = r.attr.as_ref().map_or(0, |a| a.ctime_ns);
+        let data = self
+            .winner(&r.versions)
+            .map_or(0, |v| if v.ctime_ns != 0 { v.ctime_ns } else { v.mtime_ns });
+        Some(place.max(attr).max(data))
     }
 
     /// The content head a file shows.
@@ -332,6 +348,8 @@ impl View {
             entry: self.entries.get(v.entry),
             mtime_ns: v.mtime_ns,
             size: v.size,
+            ctime_ns: v.ctime_ns,
+            atime_ns: v.atime_ns,
         }
     }
 
@@ -363,6 +381,7 @@ impl View {
                 name: h.loc.name.into_boxed_slice(),
                 deleted: h.loc.deleted,
                 seen: h.loc.seen_data.into_boxed_slice(),
+                ctime_ns: h.loc.ctime_ns,
                 hlc: h.hlc,
                 author: self.authors.no(h.author),
                 entry: self.entries.no(h.entry),
@@ -388,6 +407,8 @@ impl View {
                 entry: self.entries.no(d.entry),
                 mtime_ns: d.mtime_ns,
                 size: d.size,
+                ctime_ns: d.ctime_ns,
+                atime_ns: d.atime_ns,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -413,6 +434,7 @@ impl View {
                     && *p.name == *head.loc.name
                     && p.deleted == head.loc.deleted
                     && *p.seen == *head.loc.seen_data
+                    && p.ctime_ns == head.loc.ctime_ns
             }
         });
         if same {
@@ -862,6 +884,7 @@ impl View {
                             name: p.name.to_vec(),
                             deleted: p.deleted,
                             seen_data: p.seen.to_vec(),
+                            ctime_ns: p.ctime_ns,
                         },
                         hlc: p.hlc,
                         author: self.authors.get(p.author),

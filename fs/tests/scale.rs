@@ -17,6 +17,7 @@ fn file_ops(id: NodeId, parent: NodeId, name: &str, kind: Kind, version: u64) ->
         name: name.as_bytes().to_vec(),
         deleted: false,
         seen_data: vec![],
+        ctime_ns: 0,
     };
     let attr = Attr {
         kind: kind as u32,
@@ -24,6 +25,8 @@ fn file_ops(id: NodeId, parent: NodeId, name: &str, kind: Kind, version: u64) ->
         uid: 0,
         gid: 0,
         target: vec![],
+        rdev: 0,
+        ctime_ns: 0,
     };
     vec![
         loc_op(id, &loc),
@@ -115,6 +118,7 @@ fn visits_per_change(files: u64) -> Vec<u64> {
         name: b"moved.txt".to_vec(),
         deleted: false,
         seen_data: vec![],
+        ctime_ns: 0,
     };
     measure(vec![loc_op(node(3), &loc)], &|v| v.lookup("/dir0/moved.txt").is_some());
     // A delete.
@@ -123,6 +127,7 @@ fn visits_per_change(files: u64) -> Vec<u64> {
         name: b"f5".to_vec(),
         deleted: true,
         seen_data: vec![5 + 7],
+        ctime_ns: 0,
     };
     measure(vec![loc_op(node(5), &loc)], &|v| v.lookup("/dir0/f5").is_none());
     // A concurrent edit: a conflict copy appears beside the file.

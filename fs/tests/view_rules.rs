@@ -74,6 +74,7 @@ fn apply(v: &mut View, c: &Change) {
                         name: name(*nm),
                         deleted: *del,
                         seen_data: seen.iter().map(|s| *s as u64).collect(),
+                        ctime_ns: 0,
                     },
                     hlc: Hlc::new(*hlc, 0),
                     author: author(*a),
@@ -90,6 +91,8 @@ fn apply(v: &mut View, c: &Change) {
                 uid: 0,
                 gid: 0,
                 target: vec![],
+                rdev: 0,
+                ctime_ns: 0,
             }),
         ),
         Change::Data(n, heads) => {
@@ -102,6 +105,8 @@ fn apply(v: &mut View, c: &Change) {
                     entry: EntryId([*e + 10 * *ver; 32]),
                     mtime_ns: 0,
                     size: 0,
+                    ctime_ns: 0,
+                    atime_ns: 0,
                 };
                 if !data.iter().any(|d| d.entry == h.entry) {
                     data.push(h);
@@ -148,6 +153,8 @@ fn entry_numbers_do_not_pile_up_as_heads_are_superseded() {
             uid: 0,
             gid: 0,
             target: vec![],
+            rdev: 0,
+            ctime_ns: 0,
         }),
     );
     for i in 0..20_000u32 {
@@ -161,6 +168,7 @@ fn entry_numbers_do_not_pile_up_as_heads_are_superseded() {
                     name: format!("f{}", i % 7).into_bytes(),
                     deleted: false,
                     seen_data: vec![],
+                    ctime_ns: 0,
                 },
                 hlc: Hlc::new(i as u64 + 1, 0),
                 author: author(1),

@@ -72,6 +72,8 @@ pub struct Launch {
     pub ticket: Option<String>,
     pub sync_interval: Duration,
     pub reach: net::endpoint::Reach,
+    /// Every local user may use the mount (modes checked by the kernel).
+    pub allow_other: bool,
 }
 
 impl Launch {
@@ -93,6 +95,7 @@ impl Launch {
             .arg(if self.reach.dns { "on" } else { "off" })
             .arg("--lan")
             .arg(if self.reach.lan { "on" } else { "off" });
+        cmd.arg("--allow-other").arg(if self.allow_other { "on" } else { "off" });
         if !self.reach.direct {
             cmd.arg("--no-direct");
         }
@@ -426,7 +429,14 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
         fuser::MountOption::FSName(sd.mount_source()),
         fuser::MountOption::Subtype("lattice".into()),
         fuser::MountOption::DefaultPermissions,
+        // Any member can write any node: a device node or a set-user-id
+        // file from a peer must not open a disk or run as its owner here.
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
     ];
+    if l.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
     if read_only {
         // A reader's writes would be refused by every peer: say so at once (EROFS).
         config.mount_options.push(fuser::MountOption::RO);

@@ -136,6 +136,8 @@ enum Cmd {
         lan: String,
         #[arg(long)]
         no_direct: bool,
+        #[arg(long)]
+        allow_other: String,
     },
 }
 
@@ -168,6 +170,11 @@ struct MountOpts {
     /// Find members on the same local network by multicast DNS (`on` or `off`).
     #[arg(long, env = "LATTICE_LAN", default_value = "on")]
     lan: String,
+    /// Let every local user use the mount, the kernel checking each file's
+    /// mode for them (`auto`: on when run as root or when /etc/fuse.conf has
+    /// `user_allow_other`; `on`; `off`: only the user who mounted it).
+    #[arg(long, env = "LATTICE_ALLOW_OTHER", default_value = "auto")]
+    allow_other: String,
     /// No direct paths: peers are reached through relays only (to try relays).
     #[arg(long, hide = true)]
     no_direct: bool,
@@ -187,7 +194,32 @@ impl MountOpts {
             ticket,
             sync_interval: Duration::from_secs(self.sync_interval.max(1)),
             reach: reach(&self.relay, &self.dns, &self.lan, !self.no_direct)?,
+            allow_other: allow_other(&self.allow_other)?,
         })
+    }
+}
+
+/// Whether the mount serves every local user (`--allow-other`).
+fn allow_other(v: &str) -> Result<bool> {
+    let root = unsafe { libc::geteuid() } == 0;
+    let permitted = root
+        || std::fs::read_to_string("/etc/fuse.conf")
+            .is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
+    match v {
+        "auto" => {
+            if !permitted {
+                eprintln!(
+                    "note: only you can use this mount; to let other users (services, backups) in, add `user_allow_other` to /etc/fuse.conf and mount again"
+                );
+            }
+            Ok(permitted)
+        }
+        "on" if !permitted => bail!(
+            "--allow-other on needs `user_allow_other` in /etc/fuse.conf (or running as root)"
+        ),
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => bail!("--allow-other takes auto, on or off, not {other:?}"),
     }
 }
 
@@ -313,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
             dns,
             lan,
             no_direct,
+            allow_other,
         } => {
             let l = daemon::Launch {
                 share: share.clone(),
@@ -320,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
                 ticket,
                 sync_interval: Duration::from_millis(sync_interval_ms),
                 reach: reach(&relay, &dns, &lan, !no_direct)?,
+                allow_other: allow_other == "on",
             };
             daemon::run(&home, &home.share(&share), &dir, &l, true)
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::hash::Hasher;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 // ---------------------------------------------------------------------------
@@ -134,7 +134,11 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
-    Other,
+    Fifo,
+    /// A device node and its device number.
+    CharDevice(u64),
+    BlockDevice(u64),
+    Socket,
 }
 
 /// One path's recorded state.
@@ -201,8 +205,14 @@ fn walk(root: &Path, rel: &Path, opts: Opts, out: &mut BTreeMap<PathBuf, Info>) 
         Kind::Dir
     } else if ft.is_file() {
         Kind::File
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() {
+        Kind::CharDevice(md.rdev())
+    } else if ft.is_block_device() {
+        Kind::BlockDevice(md.rdev())
     } else {
-        Kind::Other
+        Kind::Socket
     };
     let mtime = Some((md.mtime(), md.mtime_nsec()));
     let info = Info {
