@@ -7,8 +7,27 @@
 #   bash bench/soak.sh [ROUNDS] [OPS] [SEEDS]
 # `bash bench/soak.sh kill [CYCLES]` instead runs the SIGKILL drill
 # (tests/crash.rs) for CYCLES kills (default 50) and prints its table.
+# `bash bench/soak.sh randomio [OPS]` runs the random-I/O differential test
+# (tests/conformance.rs: writes, reads, truncates, mmap writes, fallocate
+# against a native file) for OPS operations (default 100,000).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = randomio ]; then
+  ops=${2:-100000}
+  start=$(date +%s)
+  out=$(LATTICE_RANDOM_IO_OPS=$ops LATTICE_TEST_TIMEOUT_SECS=3600 timeout 3600 \
+        cargo test -q -p mountctl --test conformance random_io -- --nocapture 2>&1)
+  secs=$(( $(date +%s) - start ))
+  echo "| soak | operations | result |"
+  echo "|---|---|---|"
+  if echo "$out" | grep -q "test result: ok"; then
+    echo "| random I/O against a native file | $ops | ok: byte-identical at every check, ${secs} s |"
+    exit 0
+  fi
+  echo "| random I/O against a native file | $ops | FAILED |"
+  echo "$out" | tail -30 >&2
+  exit 1
+fi
 if [ "${1:-}" = kill ]; then
   cycles=${2:-50}
   out=$(LATTICE_KILL_CYCLES=$cycles timeout 1800 \

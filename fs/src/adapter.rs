@@ -119,7 +119,12 @@ fn when(t: TimeOrNow) -> Time {
 }
 
 impl Filesystem for LatticeFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if std::env::var("LATTICE_WRITEBACK").is_ok_and(|v| v == "on") {
+            // The kernel keeps written pages and the times they set, and
+            // sends them in bulk: fewer round trips, attributes stay cached.
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         Ok(())
     }
 

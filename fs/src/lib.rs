@@ -63,8 +63,12 @@ fn group_commit() -> Duration {
         .map_or(GROUP_COMMIT, Duration::from_millis)
 }
 
-/// How long the kernel may cache attributes and names.
-pub const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and names. Long: the kernel
+/// updates what this mount changes itself, and a peer's change is told to
+/// the kernel exactly (see `Inval` and the kernel-notify thread), so a
+/// timeout only bounds a bug, and every `stat` served from the cache saves a
+/// round trip.
+pub const TTL: Duration = Duration::from_secs(60);
 
 /// What every layer of the mount shares.
 pub(crate) struct Shared {

@@ -101,6 +101,8 @@ pub struct Model {
     pub forgotten: HashSet<NodeId>,
     /// Nodes shown by this mount only, never written (Unix sockets).
     pub local: HashSet<NodeId>,
+    /// Subdirectory counts of directories (see [`Model::subdirs`]).
+    subdirs: HashMap<NodeId, HashSet<Box<[u8]>>>,
     /// Access times of reads on this machine (see [`Model::accessed`]).
     pub atimes: HashMap<NodeId, i64>,
     /// Nodes this mount deleted that the kernel still holds.
@@ -131,6 +133,7 @@ impl Model {
             deleted_here: HashSet::new(),
             local: HashSet::new(),
             atimes: HashMap::new(),
+            subdirs: HashMap::new(),
             health: Health::Ok,
             write_errors: HashMap::new(),
             recent: HashMap::new(),
@@ -226,7 +229,7 @@ impl Model {
         }
         let nlink = match a.kind() {
             // `.`, its name in the parent, and each subdirectory's `..`.
-            Kind::Dir => 2 + self.view.list(id).filter(|(_, c)| self.kind(*c) == Some(Kind::Dir)).count() as u32,
+            Kind::Dir => 2 + self.subdirs(id),
             // An open file deleted here has no name left.
             _ if self.deleted_here(id) && !self.view.is_shown(id) => 0,
             _ => 1,
@@ -244,6 +247,24 @@ impl Model {
             nlink,
             rdev: a.rdev as u32,
         })
+    }
+
+    /// How many subdirectories `dir` shows: counted on first use, then kept
+    /// up by each settle (a directory's attributes are asked for at every
+    /// change in it, so a count per ask would make filling it quadratic).
+    fn subdirs(&mut self, dir: NodeId) -> u32 {
+        if let Some(names) = self.subdirs.get(&dir) {
+            return names.len() as u32;
+        }
+        let names: HashSet<Box<[u8]>> = self
+            .view
+            .list(dir)
+            .filter(|(_, c)| self.kind(*c) == Some(Kind::Dir))
+            .map(|(n, _)| n.into())
+            .collect();
+        let n = names.len() as u32;
+        self.subdirs.insert(dir, names);
+        n
     }
 
     /// Tells the kernel of a node: it now holds one more lookup of it.
@@ -264,6 +285,7 @@ impl Model {
         self.deleted_here.remove(&id);
         self.local.remove(&id);
         self.atimes.remove(&id);
+        self.subdirs.remove(&id);
         if self.forgotten.contains(&id) && self.view.forget(id) {
             self.forgotten.remove(&id);
         }
@@ -436,6 +458,17 @@ impl Model {
     pub fn settle(&mut self, local: bool, own: &[(NodeId, &[u8])]) -> Vec<Inval> {
         let d = self.view.settle();
         let mut out = Vec::new();
+        for (dir, name) in &d.names {
+            if self.subdirs.contains_key(dir) {
+                let is_dir = self.view.lookup(*dir, name).is_some_and(|c| self.kind(c) == Some(Kind::Dir));
+                let names = self.subdirs.get_mut(dir).expect("checked");
+                if is_dir {
+                    names.insert(name.clone());
+                } else {
+                    names.remove(name);
+                }
+            }
+        }
         for (dir, name) in d.names {
             if own.iter().any(|(p, n)| *p == dir && *n == &name[..]) {
                 continue;
