@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
@@ -71,6 +71,21 @@ fn file_attr(a: &Attrs) -> FileAttr {
     }
 }
 
+/// Attributes of no node (inode 0): a negative entry, a name without attributes.
+const NO_ATTRS: Attrs = Attrs {
+    ino: 0,
+    kind: Kind::File,
+    size: 0,
+    perm: 0,
+    uid: 0,
+    gid: 0,
+    mtime_ns: 0,
+    ctime_ns: 0,
+    atime_ns: 0,
+    nlink: 0,
+    rdev: 0,
+};
+
 fn reply_entry(r: R<Attrs>, reply: ReplyEntry) {
     match r {
         Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
@@ -120,6 +135,9 @@ fn when(t: TimeOrNow) -> Time {
 
 impl Filesystem for LatticeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Listings carry attributes when the kernel will want them (ls -l).
+        let _ = config
+            .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO);
         if std::env::var("LATTICE_WRITEBACK").is_ok_and(|v| v == "on") {
             // The kernel keeps written pages and the times they set, and
             // sends them in bulk: fewer round trips, attributes stay cached.
@@ -131,23 +149,7 @@ impl Filesystem for LatticeFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent.0, name.as_bytes()) {
             // A negative entry (inode 0) lets the kernel cache "no such name".
-            Err(Errno::ENOENT) => {
-                let mut a = file_attr(&Attrs {
-                    ino: 0,
-                    kind: Kind::File,
-                    size: 0,
-                    perm: 0,
-                    uid: 0,
-                    gid: 0,
-                    mtime_ns: 0,
-                    ctime_ns: 0,
-                    atime_ns: 0,
-                    nlink: 0,
-                    rdev: 0,
-                });
-                a.ino = INodeNo(0);
-                reply.entry(&TTL, &a, Generation(0))
-            }
+            Err(Errno::ENOENT) => reply.entry(&TTL, &file_attr(&NO_ATTRS), Generation(0)),
             r => reply_entry(r, reply),
         }
     }
@@ -381,6 +383,36 @@ impl Filesystem for LatticeFs {
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let r = self.0.readdir(fh.0, offset, |e, next| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), OsStr::from_bytes(&e.name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.0.readdirplus(fh.0, offset, |e, a, next| {
+            let name = OsStr::from_bytes(&e.name);
+            match a {
+                Some(a) => reply.add(INodeNo(e.ino), next, name, &TTL, &file_attr(a), Generation(0)),
+                // `.` and `..` (the kernel lists them but never looks them
+                // up here), or a node gone since opendir (node id 0: listed
+                // without attributes).
+                None => {
+                    let dot = e.name == b"." || e.name == b"..";
+                    let mut attr = file_attr(&NO_ATTRS);
+                    attr.kind = file_type(e.kind);
+                    attr.ino = INodeNo(if dot { e.ino } else { 0 });
+                    reply.add(attr.ino, next, name, &TTL, &attr, Generation(0))
+                }
+            }
         });
         match r {
             Ok(()) => reply.ok(),

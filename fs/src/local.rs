@@ -835,6 +835,39 @@ impl Shared {
         Ok(())
     }
 
+    /// `readdir` with each entry's attributes, so that `ls -l` or a first
+    /// `git status` needs no lookup per name. Every entry the kernel takes,
+    /// but `.` and `..`, counts as a lookup of its node (as `lookup` does);
+    /// `each` gets `None` for those two and for a node gone since opendir.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut each: impl FnMut(&DirEntry, Option<&Attrs>, u64) -> bool,
+    ) -> R<()> {
+        let mut m = self.lock();
+        let Some(Handle::Dir(list)) = m.handles.get(&fh) else {
+            return Err(Errno::EBADF);
+        };
+        let rest: Vec<DirEntry> = list.iter().skip(offset as usize).cloned().collect();
+        for (i, e) in rest.iter().enumerate() {
+            let next = offset + i as u64 + 1;
+            let node = if e.name == b"." || e.name == b".." {
+                None
+            } else {
+                m.inodes.node(e.ino)
+            };
+            let attrs = node.and_then(|id| m.attrs(id));
+            if each(e, attrs.as_ref(), next) {
+                break;
+            }
+            if let (Some(id), Some(_)) = (node, attrs) {
+                *m.lookups.entry(id).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
     pub fn releasedir(&self, fh: u64) {
         self.lock().handles.remove(&fh);
     }
