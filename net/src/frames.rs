@@ -26,9 +26,19 @@ pub(crate) async fn recv(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Resu
     recv_within(s, peer, r, READ_TIMEOUT).await
 }
 
+/// The first frame of a connection, from a peer that may not be a member:
+/// held to [`wire::MAX_FIRST_FRAME`].
+pub(crate) async fn recv_first(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Result<Kind> {
+    read_within(s, peer, r, READ_TIMEOUT, wire::MAX_FIRST_FRAME).await
+}
+
 /// [`recv`] for an answer that may legitimately take long (a pull-back).
 pub(crate) async fn recv_within(s: &Shared, peer: AuthorId, r: &mut RecvStream, limit: Duration) -> Result<Kind> {
-    match tokio::time::timeout(limit, wire::read(r)).await {
+    read_within(s, peer, r, limit, wire::MAX_FRAME).await
+}
+
+async fn read_within(s: &Shared, peer: AuthorId, r: &mut RecvStream, limit: Duration, max: usize) -> Result<Kind> {
+    match tokio::time::timeout(limit, wire::read_max(r, max)).await {
         Err(_) => bail!("the peer did not answer within {} s", limit.as_secs()),
         Ok(Ok(Some((k, n)))) => {
             s.peers.received(peer, n);

@@ -163,7 +163,7 @@ async fn refuse(s: &Shared, peer: AuthorId, send: &mut SendStream, conn: &Connec
 /// The acceptor's half of the handshake: true when the link is open.
 async fn accept_hello(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<bool> {
     let (mut tx, mut rx) = conn.accept_bi().await?;
-    let h = match recv(s, peer, &mut rx).await? {
+    let h = match crate::frames::recv_first(s, peer, &mut rx).await? {
         Kind::Hello(h) => h,
         // A member tells this node it was removed: believe the signed entry, not the words.
         Kind::Refused(r) if s.dir.role(&peer).is_some() => {

@@ -1,6 +1,8 @@
 //! The frames of Lattice's wire protocols: prost messages, each preceded by
 //! its length (u32, big endian). A frame larger than [`MAX_FRAME`] is refused
-//! before anything is allocated for it.
+//! before anything is allocated for it, and the buffer of one within the
+//! limit grows with the bytes that actually arrive, not with what the length
+//! prefix claims: four bytes from a stranger cost no more than four bytes.
 
 use prost::{Message, Oneof};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -8,6 +10,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bumped on any incompatible change to the sync or chunk protocols.
 pub const PROTOCOL_VERSION: u32 = 2;
 pub const MAX_FRAME: usize = 32 << 20;
+/// The first frame on a connection (a hello, a join, a refusal): what a peer
+/// not yet known as a member may send.
+pub const MAX_FIRST_FRAME: usize = 256 << 10;
+/// The buffer a frame starts with; it grows as its bytes arrive.
+const FIRST_ALLOCATION: usize = 64 << 10;
 
 /// The protocol version this node speaks: [`PROTOCOL_VERSION`], unless the
 /// test hook `LATTICE_TEST_PROTOCOL_VERSION` says otherwise (so a test can run
@@ -165,6 +172,11 @@ pub async fn write(w: &mut (impl AsyncWrite + Unpin), kind: Kind) -> Result<usiz
 
 /// The next frame and the bytes it took, or `None` at a clean end of stream.
 pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<(Kind, usize)>, WireError> {
+    read_max(r, MAX_FRAME).await
+}
+
+/// [`read`], refusing frames longer than `max` bytes.
+pub async fn read_max(r: &mut (impl AsyncRead + Unpin), max: usize) -> Result<Option<(Kind, usize)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -172,11 +184,14 @@ pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Option<(Kind, usiz
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max.min(MAX_FRAME) {
         return Err(WireError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    let mut buf = Vec::with_capacity(len.min(FIRST_ALLOCATION));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(WireError::Closed);
+    }
     let f = Frame::decode(buf.as_slice()).map_err(|e| WireError::Malformed(e.to_string()))?;
     f.kind
         .map(|k| Some((k, 4 + len)))
@@ -214,5 +229,18 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
         assert!(matches!(read(&mut b).await, Err(WireError::TooLarge(_))));
+
+        // A first frame is held to the smaller limit.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FIRST_FRAME + 1) as u32).to_be_bytes()).await.unwrap();
+        assert!(matches!(read_max(&mut b, MAX_FIRST_FRAME).await, Err(WireError::TooLarge(_))));
+
+        // A length that claims more than arrives: an error once the stream
+        // ends, and nothing allocated beyond what came.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FRAME - 1) as u32).to_be_bytes()).await.unwrap();
+        a.write_all(b"only this").await.unwrap();
+        drop(a);
+        assert!(matches!(read(&mut b).await, Err(WireError::Closed)));
     }
 }
