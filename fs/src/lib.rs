@@ -24,6 +24,7 @@ pub mod errno;
 mod files;
 mod follow;
 mod health;
+pub mod history;
 pub mod inode_map;
 mod inputs;
 mod local;

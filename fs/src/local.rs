@@ -157,7 +157,7 @@ impl Shared {
     }
 
     /// A new node (mknod, mkdir, symlink, create). Returns it, looked up once.
-    fn make_locked(&self, m: &mut Model, parent: u64, name: &[u8], new: New) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
+    pub(crate) fn make_locked(&self, m: &mut Model, parent: u64, name: &[u8], new: New) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
         let New {
             kind,
             mode,

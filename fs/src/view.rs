@@ -442,6 +442,11 @@ impl View {
         }
     }
 
+    /// Every node, shown or not (deleted ones too), whose place names `dir`.
+    pub fn linked(&self, dir: NodeId) -> Vec<NodeId> {
+        self.kids.get(&dir).map_or_else(Vec::new, |k| k.iter().copied().collect())
+    }
+
     /// Does any node, shown or not, name `id` as its parent?
     pub fn has_links(&self, id: NodeId) -> bool {
         self.kids.get(&id).is_some_and(|k| !k.is_empty())

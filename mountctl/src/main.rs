@@ -2,6 +2,7 @@
 
 mod control;
 mod daemon;
+mod history;
 mod directory;
 mod home;
 mod log;
@@ -90,6 +91,24 @@ enum Cmd {
         content: bool,
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
+    },
+    /// A file's versions (who wrote each, when, its size), oldest first;
+    /// with --deleted, the files deleted from the folder PATH.
+    Log {
+        path: PathBuf,
+        #[arg(long)]
+        deleted: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes an old version of a file back (a new change, which reaches
+    /// every member); brings a deleted file back. VERSION: an id from `log`.
+    Restore {
+        path: PathBuf,
+        version: String,
+        /// Write it to this new path instead of over the file.
+        #[arg(long)]
+        to: Option<PathBuf>,
     },
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
@@ -407,6 +426,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Log { path, deleted, json } => history::log(&home, &path, deleted, json),
+        Cmd::Restore { path, version, to } => history::restore(&home, &path, &version, to.as_deref()),
         Cmd::Conflicts { dir, share } => {
             let share = share_of(&home, dir, share)?;
             let v = ask(&home, &share, "conflicts")?;

@@ -1,7 +1,8 @@
 //! The daemon's control socket: one request line, one JSON reply line.
 //!
 //! `status`, `unmount` (answered once unmounted), `check`, `invite ROLE TTL_MS`, `peers`,
-//! `remove ID`, `leave`, `sync`, `conflicts`,
+//! `remove ID`, `leave`, `sync`, `conflicts`, `log PATH`, `deleted DIR`,
+//! `restore PATH ENTRY [TO]` (paths hex-encoded, relative to the mount),
 //! `net off` / `net on` (fault injection for partition tests: the node stops
 //! accepting, dialing and gossiping, as if unplugged).
 
@@ -100,6 +101,30 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     why
 }
 
+/// A path sent hex-encoded (so that any byte, a space too, crosses the line protocol).
+fn unhex(s: &str) -> String {
+    hex::decode(s).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// What a history request's errno means to the person who asked.
+fn history_error(e: fs::errno::Errno) -> String {
+    match e.0 {
+        libc::ENOENT => "no such file here, shown or deleted (or no version with that id)".into(),
+        libc::ENOTDIR => "a folder on that path is not a folder".into(),
+        libc::EISDIR => "that is the share's root, not a file".into(),
+        libc::EINVAL => "not a file, or the version id matches several versions: give more of it".into(),
+        libc::ENODATA => "the content of that version is not on this node".into(),
+        libc::EEXIST => "another file has that name now: restore with --to NEW_PATH".into(),
+        libc::EROFS => "this node may not write to the share".into(),
+        n => format!("{}", std::io::Error::from_raw_os_error(n)),
+    }
+}
+
+/// A member's short id, as messages print it.
+fn short_author(author: &str) -> String {
+    store::AuthorId::parse_hex(author).map_or_else(|| author.chars().take(8).collect(), |a| a.short())
+}
+
 fn err(msg: impl std::fmt::Display) -> Value {
     json!({ "error": msg.to_string() })
 }
@@ -176,6 +201,47 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             }
         }
         ["peers"] => json!({ "peers": peers(d).await }),
+        ["log", path] => {
+            let (fs, path) = (d.fs.clone(), unhex(path));
+            match tokio::task::spawn_blocking(move || fs.log(&path)).await {
+                Ok(Ok(vs)) => {
+                    let list: Vec<Value> = vs
+                        .into_iter()
+                        .map(|v| {
+                            json!({ "entry": v.entry, "author": v.author, "author_short": short_author(&v.author),
+                                    "at_ms": v.at_ms, "size": v.size, "mtime_ns": v.mtime_ns, "what": v.what,
+                                    "current": v.current, "conflict": v.conflict })
+                        })
+                        .collect();
+                    json!({ "dir": d.dir, "versions": list })
+                }
+                Ok(Err(e)) => err(history_error(e)),
+                Err(e) => err(e),
+            }
+        }
+        ["deleted", path] => {
+            let (fs, path) = (d.fs.clone(), unhex(path));
+            match tokio::task::spawn_blocking(move || fs.deleted(&path)).await {
+                Ok(Ok(list)) => {
+                    let list: Vec<Value> = list
+                        .into_iter()
+                        .map(|x| json!({ "path": x.path, "deleted_ms": x.at_ms, "versions": x.versions }))
+                        .collect();
+                    json!({ "dir": d.dir, "deleted": list })
+                }
+                Ok(Err(e)) => err(history_error(e)),
+                Err(e) => err(e),
+            }
+        }
+        ["restore", path, entry, to @ ..] if to.len() <= 1 => {
+            let (fs, path, entry) = (d.fs.clone(), unhex(path), entry.to_string());
+            let to = to.first().map(|t| unhex(t));
+            match tokio::task::spawn_blocking(move || fs.restore(&path, &entry, to.as_deref())).await {
+                Ok(Ok(written)) => json!({ "dir": d.dir, "restored": written }),
+                Ok(Err(e)) => err(history_error(e)),
+                Err(e) => err(e),
+            }
+        }
         ["conflicts"] => {
             let list: Vec<Value> =
                 d.fs.conflicts()

@@ -9,7 +9,7 @@ use crate::control;
 use crate::home::Home;
 
 /// "3 s ago", "5 min ago", "2 h ago", "4 days ago".
-fn ago(ms: u64) -> String {
+pub fn ago(ms: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -43,6 +43,10 @@ pub trait KvStore: Send + Sync {
     fn reopen(&self) -> Result<()>;
     /// Why local writes are refused now, if they are.
     fn write_blocked(&self) -> Option<String>;
+    /// Every write of the keys `wanted` accepts, oldest first (see [`Store::history`]).
+    fn history(&self, wanted: &dyn Fn(&[u8]) -> bool) -> Result<Vec<crate::KeyWrite>>;
+    /// Which of `hashes` this store lacks.
+    fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
 }
 
 /// What the network needs.
@@ -71,6 +75,12 @@ pub trait SyncStore: Send + Sync {
 }
 
 impl KvStore for Store {
+    fn history(&self, wanted: &dyn Fn(&[u8]) -> bool) -> Result<Vec<crate::KeyWrite>> {
+        Store::history(self, wanted)
+    }
+    fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        Store::missing_chunks(self, hashes)
+    }
     fn author(&self) -> AuthorId {
         Store::author(self)
     }

@@ -1,0 +1,99 @@
+//! `mountctl log` and `restore` on real daemons: a file's versions, a
+//! deleted file's, writing an old version back (in place, over a delete, to
+//! a new path) and the restored version reaching a peer.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::Write;
+
+use common::*;
+
+fn save(m: &Mount, rel: &str, body: &str) {
+    let mut f = File::create(m.p(rel)).unwrap();
+    f.write_all(body.as_bytes()).unwrap();
+    // Durable now: each save is its own version, not folded into the next.
+    f.sync_all().unwrap();
+}
+
+fn versions(m: &Mount, rel: &str) -> Vec<serde_json::Value> {
+    let out = ctl(m, &["log", m.p(rel).to_str().unwrap(), "--json"]);
+    assert!(out.ok(), "{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("log --json is JSON");
+    v["versions"].as_array().unwrap().clone()
+}
+
+#[test]
+fn log_and_restore_round_trip_and_reach_a_peer() {
+    let a = Mount::new();
+    let b = join(&a);
+    fs::create_dir(a.p("docs")).unwrap();
+    save(&a, "docs/plan.txt", "one");
+    save(&a, "docs/plan.txt", "two, longer");
+    save(&a, "docs/plan.txt", "three");
+    let vs = versions(&a, "docs/plan.txt");
+    // A save truncates first: that empty version may be a commit of its own.
+    let content: Vec<_> = vs.iter().filter(|v| v["what"] == "content" && v["size"] != 0).collect();
+    assert_eq!(content.len(), 3, "three saves: {vs:?}");
+    let sizes: Vec<u64> = content.iter().map(|v| v["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, vec![3, 11, 5]);
+    assert_eq!(content[2]["current"], true);
+    assert!(content[..2].iter().all(|v| v["current"] == false));
+    let me = status_mount(&a.home, &a.dir).unwrap()["author"].as_str().unwrap().to_string();
+    assert!(content.iter().all(|v| v["author"] == me.as_str()));
+    // The text form names the versions too.
+    let text = ctl(&a, &["log", a.p("docs/plan.txt").to_str().unwrap()]);
+    assert!(text.ok() && text.stdout.lines().count() == vs.len() + 1, "{}", text.describe());
+
+    // An old version back, in place: a new change that reaches B.
+    let two = content[1]["entry"].as_str().unwrap()[..10].to_string();
+    let out = ctl(&a, &["restore", a.p("docs/plan.txt").to_str().unwrap(), &two]);
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(fs::read_to_string(a.p("docs/plan.txt")).unwrap(), "two, longer");
+    eventually("the restored version on B", || {
+        fs::read_to_string(b.p("docs/plan.txt")).ok().as_deref() == Some("two, longer")
+    });
+    let now = versions(&a, "docs/plan.txt");
+    assert_eq!(now.len(), vs.len() + 1);
+    assert_eq!((now.last().unwrap()["size"].as_u64(), now.last().unwrap()["current"].as_bool()), (Some(11), Some(true)));
+
+    // A deleted file is listed, its versions are kept, and it comes back.
+    fs::remove_file(a.p("docs/plan.txt")).unwrap();
+    eventually("the delete on B", || !b.p("docs/plan.txt").exists());
+    let out = ctl(&a, &["log", "--deleted", a.p("docs").to_str().unwrap(), "--json"]);
+    assert!(out.ok(), "{}", out.describe());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["deleted"][0]["path"], "/docs/plan.txt", "{v}");
+    let vs = versions(&a, "docs/plan.txt");
+    assert_eq!(vs.last().unwrap()["what"], "deleted");
+    let three = vs.iter().filter(|v| v["size"] == 5).last().unwrap()["entry"].as_str().unwrap()[..12].to_string();
+    let out = ctl(&a, &["restore", a.p("docs/plan.txt").to_str().unwrap(), &three]);
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(fs::read_to_string(a.p("docs/plan.txt")).unwrap(), "three");
+    eventually("the file back on B", || {
+        fs::read_to_string(b.p("docs/plan.txt")).ok().as_deref() == Some("three")
+    });
+
+    // To a new path, leaving the file as it is.
+    let one = vs.iter().find(|v| v["size"] == 3).unwrap()["entry"].as_str().unwrap()[..12].to_string();
+    let out = ctl(
+        &a,
+        &["restore", a.p("docs/plan.txt").to_str().unwrap(), &one, "--to", a.p("docs/plan-v1.txt").to_str().unwrap()],
+    );
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(fs::read_to_string(a.p("docs/plan-v1.txt")).unwrap(), "one");
+    assert_eq!(fs::read_to_string(a.p("docs/plan.txt")).unwrap(), "three");
+
+    // Clear refusals.
+    let out = ctl(&a, &["restore", a.p("docs/plan.txt").to_str().unwrap(), "ffffffff"]);
+    assert_refused(&out, &["no such file", "version"]);
+    let out = ctl(&a, &["restore", a.p("docs/plan.txt").to_str().unwrap(), "zz"]);
+    assert_refused(&out, &["version"]);
+    let out = ctl(&a, &["log", "/nowhere/x"]);
+    assert_refused(&out, &["not inside a mount"]);
+
+    let tree = converged(&[&a, &b]);
+    assert!(tree.contains_key(std::path::Path::new("docs/plan-v1.txt")));
+    check(&a);
+    check(&b);
+}
