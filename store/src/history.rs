@@ -1,8 +1,8 @@
 //! A key's history: every entry that wrote it, read from the log.
 //!
-//! There is no index by key: a question reads the log once (about a second
-//! for 100,000 entries on this project's machine), which keeps every write
-//! as cheap as it is. `mountctl log` and `restore` are rare; writes are not.
+//! There is no index by key: a question reads the whole log once, which
+//! keeps every write as cheap as it is. `mountctl log` and `restore` are
+//! rare; writes are not. (An index is the step if shares grow long histories.)
 
 use crate::entry::Entry;
 use crate::{AuthorId, EntryId, Hlc, Result, Store};
