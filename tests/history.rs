@@ -97,3 +97,43 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
     check(&a);
     check(&b);
 }
+
+#[test]
+fn dag_dot_is_accepted_by_graphviz_and_shows_authors_merges_and_conflicts() {
+    let a = Mount::new();
+    let b = join(&a);
+    save(&a, "shared.txt", "from a");
+    same_entries(&[&a, &b]);
+    // Both write the same file while apart: a conflict once they meet.
+    net(&b, "off");
+    save(&a, "shared.txt", "a's edit");
+    save(&b, "shared.txt", "b's edit");
+    net(&b, "on");
+    let out = ctl(&b, &["sync"]);
+    assert!(out.ok(), "{}", out.describe());
+    same_entries(&[&a, &b]);
+    // While both versions are heads, their entries are marked.
+    let out = ctl(&a, &["dag", a.p("shared.txt").to_str().unwrap(), "--dot"]);
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(out.stdout.matches("\\nconflict").count(), 2, "{}", out.stdout);
+    // A merge: a write that names both heads.
+    save(&a, "after.txt", "x");
+    save(&a, "shared.txt", "merged by a");
+    same_entries(&[&a, &b]);
+
+    for args in [vec!["dag", "--dot"], vec!["dag", a.p("shared.txt").to_str().unwrap(), "--dot", "--last", "50"]] {
+        let out = ctl(&a, &args);
+        assert!(out.ok(), "{}", out.describe());
+        assert!(out.stdout.starts_with("digraph"), "{}", out.stdout);
+        let (ida, idb) = (
+            status_mount(&a.home, &a.dir).unwrap()["author"].as_str().unwrap()[..8].to_string(),
+            status_mount(&b.home, &b.dir).unwrap()["author"].as_str().unwrap()[..8].to_string(),
+        );
+        assert!(out.stdout.contains(&ida) && out.stdout.contains(&idb), "both authors: {}", out.stdout);
+        assert!(out.stdout.contains("merge"), "a merge is marked: {}", out.stdout);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("dag.dot"), &out.stdout).unwrap();
+        let svg = bash(dir.path(), "dot -Tsvg dag.dot", &[]);
+        assert!(svg.ok() && svg.stdout.contains("<svg"), "graphviz refused it: {}", svg.describe());
+    }
+}

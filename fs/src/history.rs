@@ -51,6 +51,11 @@ impl FsView {
         self.0.deleted_in(path)
     }
 
+    /// The node at `path`: a shown file or folder, or a file deleted there.
+    pub fn node_at(&self, path: &str) -> R<NodeId> {
+        self.0.dir_at(path).or_else(|_| self.0.file_at(path))
+    }
+
     /// Writes version `entry` (a unique start of its id) of the file at
     /// `path` back as a new change: at `to` when given (a new file), else in
     /// place (bringing a deleted file back). Returns the path written.

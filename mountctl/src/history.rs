@@ -79,6 +79,20 @@ pub fn log(home: &Home, path: &Path, deleted: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `mountctl dag [PATH] [--last N] --dot`.
+pub fn dag(home: &Home, path: Option<&Path>, last: usize, share: String) -> Result<()> {
+    let (share, arg) = match path {
+        Some(p) => {
+            let (share, _, rel) = locate(home, p)?;
+            (share, hexed(&rel))
+        }
+        None => (share, "-".to_string()),
+    };
+    let v = crate::ask(home, &share, &format!("dag {arg} {}", last.max(1)))?;
+    print!("{}", v["dot"].as_str().unwrap_or(""));
+    Ok(())
+}
+
 /// `mountctl restore PATH VERSION [--to NEW_PATH]`.
 pub fn restore(home: &Home, path: &Path, version: &str, to: Option<&Path>) -> Result<()> {
     if version.len() < 4 || !version.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -1,6 +1,7 @@
 //! `mountctl`: the Lattice daemon and every user command.
 
 mod control;
+mod dag;
 mod daemon;
 mod history;
 mod directory;
@@ -109,6 +110,19 @@ enum Cmd {
         /// Write it to this new path instead of over the file.
         #[arg(long)]
         to: Option<PathBuf>,
+    },
+    /// The entry DAG (of the share, or of the file or folder PATH) for
+    /// Graphviz: `mountctl dag --dot | dot -Tsvg > dag.svg`.
+    Dag {
+        path: Option<PathBuf>,
+        /// The newest N entries.
+        #[arg(long, default_value_t = 200)]
+        last: usize,
+        /// Print Graphviz DOT (the only form for now; kept for scripts).
+        #[arg(long)]
+        dot: bool,
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
+        share: String,
     },
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
@@ -428,6 +442,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Log { path, deleted, json } => history::log(&home, &path, deleted, json),
         Cmd::Restore { path, version, to } => history::restore(&home, &path, &version, to.as_deref()),
+        Cmd::Dag { path, last, dot: _, share } => history::dag(&home, path.as_deref(), last, share),
         Cmd::Conflicts { dir, share } => {
             let share = share_of(&home, dir, share)?;
             let v = ask(&home, &share, "conflicts")?;

@@ -2,7 +2,8 @@
 //!
 //! `status`, `unmount` (answered once unmounted), `check`, `invite ROLE TTL_MS`, `peers`,
 //! `remove ID`, `leave`, `sync`, `conflicts`, `log PATH`, `deleted DIR`,
-//! `restore PATH ENTRY [TO]` (paths hex-encoded, relative to the mount),
+//! `restore PATH ENTRY [TO]`, `dag PATH|- N` (paths hex-encoded, relative
+//! to the mount),
 //! `net off` / `net on` (fault injection for partition tests: the node stops
 //! accepting, dialing and gossiping, as if unplugged).
 
@@ -239,6 +240,23 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             match tokio::task::spawn_blocking(move || fs.restore(&path, &entry, to.as_deref())).await {
                 Ok(Ok(written)) => json!({ "dir": d.dir, "restored": written }),
                 Ok(Err(e)) => err(history_error(e)),
+                Err(e) => err(e),
+            }
+        }
+        ["dag", path, last] => {
+            let prefix = if *path == "-" {
+                None
+            } else {
+                match d.fs.node_at(&unhex(path)) {
+                    Ok(id) => Some([fs::node::PREFIX, &id.0[..]].concat()),
+                    Err(e) => return err(history_error(e)),
+                }
+            };
+            let last: usize = last.parse().unwrap_or(200);
+            let store = d.store.clone();
+            match tokio::task::spawn_blocking(move || crate::dag::dot(&store, prefix.as_deref(), last)).await {
+                Ok(Ok(dot)) => json!({ "dot": dot }),
+                Ok(Err(e)) => err(format!("cannot read the log: {e}")),
                 Err(e) => err(e),
             }
         }

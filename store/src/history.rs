@@ -47,6 +47,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The newest `last` entries `wanted` accepts, oldest first.
+    pub fn entries_where(&self, wanted: &dyn Fn(&Entry) -> bool, last: usize) -> Result<Vec<Entry>> {
+        let mut out = std::collections::VecDeque::new();
+        let mut from = 0;
+        loop {
+            let batch = self.log_since(from, 1024)?;
+            let Some((end, _)) = batch.last() else { break };
+            from = end + 1;
+            for (_, bytes) in &batch {
+                let Ok(e) = Entry::decode_unverified(bytes) else { continue };
+                if wanted(&e) {
+                    out.push_back(e);
+                    if out.len() > last {
+                        out.pop_front();
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Entry> = out.into();
+        out.sort_by_key(|e| (e.hlc, e.author, e.id));
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Config, Identity, Location, Op, Store};
