@@ -107,3 +107,22 @@ fn unmount_leaves_alone_what_is_not_this_homes_mount() {
     assert!(is_mountpoint(&a.dir), "unmount detached another home's mount");
     write(&a.p("still-works"), b"yes");
 }
+
+#[test]
+fn completions_and_man_page_are_generated_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mountctl_s(dir.path(), &["completions", shell]);
+        assert!(out.ok(), "{}", out.describe());
+        assert!(out.stdout.contains("restore") && out.stdout.contains("dag"), "{shell}: {}", out.stdout);
+    }
+    let script = dir.path().join("mountctl.bash");
+    std::fs::write(&script, mountctl_s(dir.path(), &["completions", "bash"]).stdout).unwrap();
+    let check = bash(dir.path(), "bash -n mountctl.bash && source mountctl.bash && complete -p mountctl", &[]);
+    assert!(check.ok(), "the bash completion does not load: {}", check.describe());
+    let man = mountctl_s(dir.path(), &["man"]);
+    assert!(man.ok() && man.stdout.contains(".TH mountctl 1"), "{}", man.describe());
+    std::fs::write(dir.path().join("mountctl.1"), &man.stdout).unwrap();
+    let shown = bash(dir.path(), "man -l mountctl.1 | cat", &[]);
+    assert!(shown.ok() && shown.stdout.contains("one folder, the same on every machine"), "{}", shown.describe());
+}

@@ -124,6 +124,11 @@ enum Cmd {
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
+    /// Print a shell completion script: `mountctl completions bash >
+    /// /etc/bash_completion.d/mountctl`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `mountctl man > mountctl.1`.
+    Man,
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
         dir: Option<PathBuf>,
@@ -315,6 +320,22 @@ fn ask(home: &Home, share: &str, req: &str) -> Result<serde_json::Value> {
 
 fn main() {
     let cli = Cli::parse();
+    // Generated from the definitions above, so they never go stale.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "mountctl", &mut std::io::stdout());
+            return;
+        }
+        Cmd::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            if let Err(e) = page.render(&mut std::io::stdout()) {
+                eprintln!("mountctl: cannot write the man page: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        _ => {}
+    }
     // The daemon (and one in the foreground, which also copies to stderr)
     // logs to its share's daemon.log; every other command to stderr.
     let log_to = match &cli.cmd {
@@ -442,6 +463,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Log { path, deleted, json } => history::log(&home, &path, deleted, json),
         Cmd::Restore { path, version, to } => history::restore(&home, &path, &version, to.as_deref()),
+        Cmd::Completions { .. } | Cmd::Man => Ok(()),
         Cmd::Dag { path, last, dot: _, share } => history::dag(&home, path.as_deref(), last, share),
         Cmd::Conflicts { dir, share } => {
             let share = share_of(&home, dir, share)?;
