@@ -126,3 +126,34 @@ fn completions_and_man_page_are_generated_from_the_commands() {
     let shown = bash(dir.path(), "man -l mountctl.1 | cat", &[]);
     assert!(shown.ok() && shown.stdout.contains("one folder, the same on every machine"), "{}", shown.describe());
 }
+
+#[test]
+fn a_debug_bundle_holds_status_logs_and_sizes_and_no_secrets() {
+    let m = Mount::new();
+    let private = "the content of a private file 7f3a9c";
+    fs::write(m.p("private.txt"), private).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let tgz = out_dir.path().join("bundle.tar.gz");
+    let out = mountctl_s(&m.home, &["debug-bundle", "--out", tgz.to_str().unwrap()]);
+    assert!(out.ok(), "{}", out.describe());
+    let x = bash(out_dir.path(), "mkdir x && tar -xzf bundle.tar.gz -C x && find x -type f | sort", &[]);
+    assert!(x.ok(), "{}", x.describe());
+    let files: Vec<&str> = x.stdout.lines().collect();
+    let find = |end: &str| {
+        let f = files.iter().find(|f| f.ends_with(end)).unwrap_or_else(|| panic!("no {end} in {files:?}"));
+        out_dir.path().join(f)
+    };
+    let status: serde_json::Value = serde_json::from_str(&fs::read_to_string(find("share-default/status.json")).unwrap()).unwrap();
+    assert!(status["entries"].as_u64().is_some() && status["store_bytes"].as_u64() > Some(0), "{status}");
+    assert!(fs::read_to_string(find("share-default/daemon.log")).unwrap().contains("mounted"));
+    assert!(fs::read_to_string(find("files.txt")).unwrap().contains("store.redb"));
+    // Nothing secret: no file content, no key.
+    let key = fs::read(m.home.join("identity")).unwrap();
+    for f in &files {
+        let bytes = fs::read(out_dir.path().join(f)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(private), "{f} holds a file's content");
+        assert!(!bytes.windows(key.len().min(32)).any(|w| w == &key[..key.len().min(32)]), "{f} holds the key");
+        assert!(!text.contains(&hex::encode(&key[..key.len().min(32)])), "{f} holds the key in hex");
+    }
+}

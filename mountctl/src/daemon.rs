@@ -174,6 +174,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub name: String,
     pub store: Arc<store::Store>,
+    /// The store's file, for its size in `status`.
+    pub store_file: PathBuf,
     pub directory: Arc<ShareDirectory>,
     pub net: net::Net,
     pub fs: fs::FsView,
@@ -457,6 +459,7 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
         dir: dir.to_path_buf(),
         name: sd.name.clone(),
         store,
+        store_file: sd.store(),
         directory,
         net,
         fs: fs_handle.view(),

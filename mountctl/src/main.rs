@@ -2,6 +2,7 @@
 
 mod control;
 mod dag;
+mod bundle;
 mod daemon;
 mod history;
 mod directory;
@@ -129,6 +130,14 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff): `mountctl man > mountctl.1`.
     Man,
+    /// Write what a bug report needs into one .tar.gz: status, peers, the
+    /// last log lines and file sizes of every share (no file contents, no
+    /// keys, no tickets).
+    DebugBundle {
+        /// Where to write it (default: lattice-debug-TIME.tar.gz here).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Conflict copies shown in the mount (DIR, or the share's mount).
     Conflicts {
         dir: Option<PathBuf>,
@@ -464,6 +473,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Log { path, deleted, json } => history::log(&home, &path, deleted, json),
         Cmd::Restore { path, version, to } => history::restore(&home, &path, &version, to.as_deref()),
         Cmd::Completions { .. } | Cmd::Man => Ok(()),
+        Cmd::DebugBundle { out } => {
+            let p = bundle::write(&home, out)?;
+            println!("{}", p.display());
+            Ok(())
+        }
         Cmd::Dag { path, last, dot: _, share } => history::dag(&home, path.as_deref(), last, share),
         Cmd::Conflicts { dir, share } => {
             let share = share_of(&home, dir, share)?;

@@ -81,6 +81,9 @@ pub fn status(home: &Home, json: bool) -> Result<()> {
             m["conflicts"],
             m["state"].as_str().unwrap_or("?"),
         );
+        if let Some(b) = m["store_bytes"].as_u64() {
+            println!("  store: {:.1} MiB", b as f64 / 1048576.0);
+        }
         if let Some(b) = m["behind"].as_u64().filter(|b| *b > 0) {
             println!("  catching up: {b} entries still to come from peers");
         }
