@@ -18,6 +18,9 @@ use crate::node::NodeId;
 const INODES: TableDefinition<&[u8; 16], u64> = TableDefinition::new("inodes");
 /// "next": the next number to hand out (numbers are never reused).
 const COUNTER: TableDefinition<&str, u64> = TableDefinition::new("inode_counter");
+/// The keys of nodes that live on this machine only (`.latticeignore`d):
+/// node key -> value, as an entry would hold it. Never sent anywhere.
+const LOCAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("local_nodes");
 
 pub const ROOT_INO: u64 = 1;
 
@@ -33,11 +36,13 @@ pub struct Delta {
     added: Vec<(NodeId, u64)>,
     removed: HashSet<NodeId>,
     next: u64,
+    /// Writes of local-only node keys, in order (`None`: remove the key).
+    local: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
+        self.added.is_empty() && self.removed.is_empty() && self.local.is_empty()
     }
 }
 
@@ -52,6 +57,7 @@ impl InodeDb {
         let txn = db.begin_write()?;
         txn.open_table(INODES)?;
         txn.open_table(COUNTER)?;
+        txn.open_table(LOCAL)?;
         txn.commit()?;
         let mut map = BiMap::new();
         map.insert(ROOT_INO, NodeId::ROOT);
@@ -99,8 +105,28 @@ impl InodeDb {
         if d.next > 0 {
             txn.open_table(COUNTER)?.insert("next", d.next)?;
         }
+        if !d.local.is_empty() {
+            let mut t = txn.open_table(LOCAL)?;
+            for (k, v) in &d.local {
+                match v {
+                    Some(v) => t.insert(k.as_slice(), v.as_slice())?,
+                    None => t.remove(k.as_slice())?,
+                };
+            }
+        }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Every local-only node key and its value.
+    pub fn local_rows(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(LOCAL)?.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every (number, node) in the file, for `check`.
@@ -160,6 +186,12 @@ impl Inodes {
             self.delta.removed.insert(id);
         }
         self.delta.added.extend(newer.added);
+        self.delta.local.extend(newer.local);
+    }
+
+    /// A write of a local-only node's key, saved with the map.
+    pub fn record_local(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.delta.local.push((key, value));
     }
 
     /// Are there changes to write?

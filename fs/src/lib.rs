@@ -27,6 +27,7 @@ mod health;
 pub mod history;
 pub mod inode_map;
 mod inputs;
+mod latticeignore;
 mod local;
 pub mod model;
 pub mod names;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     /// The error of the last failed group commit, while it keeps failing (it is
     /// logged once, not every window).
     pub failing: Mutex<Option<String>>,
+    /// The `.latticeignore` patterns in force.
+    pub(crate) ignore: Mutex<latticeignore::Patterns>,
 }
 
 impl Shared {
@@ -154,7 +157,11 @@ pub(crate) fn open_with(
     // Watch before loading, so that no change falls between the two.
     let changes = store.watch(node::PREFIX);
     let me = store.author();
-    let model = local::load(store.as_ref(), me, inodes).map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
+    let local_rows = inode_db
+        .local_rows()
+        .map_err(|e| OpenError(format!("cannot read the local-only files: {e}")))?;
+    let model = local::load(store.as_ref(), me, inodes, local_rows)
+        .map_err(|e| OpenError(format!("cannot load the tree: {e}")))?;
     let mut model = model;
     if let Some(why) = store.write_blocked() {
         // Read-only until the store takes writes again (see health.rs).
@@ -178,6 +185,7 @@ pub(crate) fn open_with(
         stopping: AtomicBool::new(false),
         invals: Mutex::new(tx),
         failing: Mutex::new(None),
+        ignore: latticeignore::patterns(),
     });
     shared.kick();
     let threads = vec![
@@ -287,6 +295,11 @@ impl FsView {
             id = m.view.lookup(id, part.as_bytes())?;
         }
         Some(id)
+    }
+
+    /// How many nodes live on this machine only (`.latticeignore`d, sockets).
+    pub fn local_only(&self) -> usize {
+        self.0.lock().local.len()
     }
 
     /// "ok", "failing, retrying: WHY" or "read-only: WHY (...)".

@@ -77,12 +77,33 @@ fn user_xattr(name: &[u8]) -> R<&[u8]> {
 }
 
 /// Builds the model from the store: every node key, one settle.
-pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::Result<Model> {
+pub(crate) fn load(
+    store: &dyn KvStore,
+    me: AuthorId,
+    inodes: Inodes,
+    local: Vec<(Vec<u8>, Vec<u8>)>,
+) -> store::Result<Model> {
     let mut view = View::new();
     store.each_heads(node::PREFIX, &mut |key, heads| inputs::set_key(&mut view, key, &heads))?;
+    // Local-only nodes (see latticeignore.rs) as pending writes that never leave.
+    let mut local_ids = std::collections::HashSet::new();
+    let mut local_content = std::collections::HashMap::new();
+    for (key, value) in local {
+        let Some(id) = inputs::node_of(&key) else { continue };
+        if let Some((d, man)) = node::parse_key(&key)
+            .filter(|k| matches!(k, node::KeyKind::Data(_)))
+            .and_then(|_| inputs::decode_data(&value))
+        {
+            local_content.insert(id, (d.version, Arc::new(man)));
+        }
+        inputs::set_pending(&mut view, &Op::put(key, value), me);
+        local_ids.insert(id);
+    }
     view.settle();
     release_free_memory();
     let mut m = Model::new(me, view, inodes);
+    m.local = local_ids;
+    m.local_content = local_content;
     // The map is saved apart from the store, so after a crash it can name
     // nodes whose creation never reached the store: their numbers go.
     let unknown: Vec<NodeId> = m
@@ -102,6 +123,39 @@ pub(crate) fn load(store: &dyn KvStore, me: AuthorId, inodes: Inodes) -> store::
         m.settle(true, &[]);
     }
     Ok(m)
+}
+
+/// Makes the local-only node `id` (and what it holds) shared: every key of
+/// it is queued as a store write, and its rows leave the local table. The
+/// caller queues `id`'s new place.
+fn publish(m: &mut Model, id: NodeId) {
+    let Some(r) = m.view.get(id) else { return };
+    let attr = r.attr.clone();
+    let xattrs: Vec<(Vec<u8>, Vec<u8>)> = r.xattrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let shown = m.view.shown_version(id);
+    m.local.remove(&id);
+    for k in [node::loc_key(id), node::attr_key(id), node::data_key(id)] {
+        m.inodes.record_local(k, None);
+    }
+    if let Some(a) = attr {
+        m.queue(attr_op(id, &a));
+    }
+    let (mtime, atime) = (shown.as_ref().map_or_else(now_ns, |d| d.mtime_ns), m.atime(id));
+    let content = m.local_content.remove(&id).map_or_else(Arc::default, |(_, man)| man);
+    m.queue_content(id, content, mtime, atime, rand::random());
+    for (name, value) in xattrs {
+        m.inodes.record_local(node::xattr_key(id, &name), None);
+        m.queue(Op::put(node::xattr_key(id, &name), value));
+    }
+    for kid in m.view.linked(id) {
+        if !m.local.contains(&kid) || m.ephemeral.contains(&kid) || !m.view.is_shown(kid) {
+            continue;
+        }
+        if let Some(loc) = m.view.loc(kid) {
+            publish(m, kid);
+            m.queue(loc_op(kid, &loc));
+        }
+    }
 }
 
 /// Gives the memory a large load freed back to the system (glibc keeps it
@@ -191,6 +245,9 @@ impl Shared {
         };
         if kind == Kind::Socket {
             m.local.insert(id);
+            m.ephemeral.insert(id);
+        } else if self.ignored(m, p, name, kind == Kind::Dir) {
+            m.local.insert(id);
         } else {
             m.dir_changed(p);
         }
@@ -205,6 +262,7 @@ impl Shared {
     }
 
     pub fn make(&self, parent: u64, name: &[u8], new: New) -> R<Attrs> {
+        self.refresh_ignore();
         let mut m = self.lock();
         let (_, a, invals, _) = self.make_locked(&mut m, parent, name, new)?;
         drop(m);
@@ -215,6 +273,7 @@ impl Shared {
     /// `creat`: a new file, open. Without `excl` an existing file of that
     /// name is opened instead (the kernel may have thought it absent).
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32), excl: bool) -> R<(Attrs, u64)> {
+        self.refresh_ignore();
         let mut m = self.lock();
         if !excl {
             let p = m.dir(parent)?;
@@ -285,6 +344,7 @@ impl Shared {
 
     pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], noreplace: bool) -> R<()> {
         let (name, newname) = (check_name(name)?, check_name(newname)?);
+        self.refresh_ignore();
         let mut m = self.lock();
         let (p, np) = (m.dir(parent)?, m.dir(newparent)?);
         let id = m.view.lookup(p, name).ok_or(Errno::ENOENT)?;
@@ -316,6 +376,15 @@ impl Shared {
             m.delete(t);
         }
         m.health.check()?;
+        if !m.local.contains(&id) && m.local.contains(&np) && !m.ephemeral.contains(&np) {
+            // Into a local-only folder: the node would leave the share; `mv`
+            // copies it there and deletes it, which says exactly that.
+            return Err(Errno::EXDEV);
+        }
+        if m.local.contains(&id) && !m.ephemeral.contains(&id) && !self.ignored(&m, np, newname, is_dir) {
+            // Out of the ignored paths: from now on it is shared.
+            publish(&mut m, id);
+        }
         let loc = Loc {
             parent: np.0.to_vec(),
             name: newname.to_vec(),

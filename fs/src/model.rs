@@ -99,8 +99,13 @@ pub struct Model {
     /// Deleted before any key of it was written: its record goes once nothing
     /// refers to it.
     pub forgotten: HashSet<NodeId>,
-    /// Nodes shown by this mount only, never written (Unix sockets).
+    /// Nodes of this machine only, never written to the store: paths
+    /// `.latticeignore` names (kept in the inode map's file) and Unix
+    /// sockets (`ephemeral`: not kept at all).
     pub local: HashSet<NodeId>,
+    pub ephemeral: HashSet<NodeId>,
+    /// The content of local-only files: (version, manifest).
+    pub local_content: HashMap<NodeId, (u64, Arc<Manifest>)>,
     /// Subdirectory counts of directories (see [`Model::subdirs`]).
     subdirs: HashMap<NodeId, HashSet<Box<[u8]>>>,
     /// Access times of reads on this machine (see [`Model::accessed`]).
@@ -132,6 +137,8 @@ impl Model {
             forgotten: HashSet::new(),
             deleted_here: HashSet::new(),
             local: HashSet::new(),
+            ephemeral: HashSet::new(),
+            local_content: HashMap::new(),
             atimes: HashMap::new(),
             subdirs: HashMap::new(),
             health: Health::Ok,
@@ -284,6 +291,8 @@ impl Model {
         self.inodes.remove(id);
         self.deleted_here.remove(&id);
         self.local.remove(&id);
+        self.ephemeral.remove(&id);
+        self.local_content.remove(&id);
         self.atimes.remove(&id);
         self.subdirs.remove(&id);
         if self.forgotten.contains(&id) && self.view.forget(id) {
@@ -300,7 +309,10 @@ impl Model {
     /// Queues a local op and shows it at once.
     pub fn queue(&mut self, op: Op) {
         inputs::set_pending(&mut self.view, &op, self.me);
-        if inputs::node_of(&op.key).is_some_and(|id| self.local.contains(&id)) {
+        if let Some(id) = inputs::node_of(&op.key).filter(|id| self.local.contains(id)) {
+            if !self.ephemeral.contains(&id) {
+                self.inodes.record_local(op.key, op.value);
+            }
             return;
         }
         self.pending.queue(Change::Op(op));
@@ -323,6 +335,18 @@ impl Model {
         self.view.set_data(id, vec![head]);
         self.remember(id, version, manifest.clone());
         if self.local.contains(&id) {
+            if !self.ephemeral.contains(&id) {
+                let d = Data {
+                    manifest: manifest.encode(),
+                    mtime_ns,
+                    version,
+                    ctime_ns,
+                    atime_ns,
+                };
+                self.inodes
+                    .record_local(node::data_key(id), Some(prost::Message::encode_to_vec(&d)));
+            }
+            self.local_content.insert(id, (version, manifest));
             return;
         }
         self.pending.queue(Change::Content {
@@ -429,7 +453,18 @@ impl Model {
             ..w
         };
         self.deleted_here.insert(id);
-        if !self.view.has_links(id) && self.unwritten.remove(&id) {
+        let local = self.local.contains(&id);
+        if local && !self.ephemeral.contains(&id) {
+            // Nothing of it is kept any more.
+            let xattrs: Vec<Vec<u8>> = r.xattrs.keys().cloned().collect();
+            for k in [node::loc_key(id), node::attr_key(id), node::data_key(id)] {
+                self.inodes.record_local(k, None);
+            }
+            for name in xattrs {
+                self.inodes.record_local(node::xattr_key(id, &name), None);
+            }
+        }
+        if !self.view.has_links(id) && (self.unwritten.remove(&id) || local) {
             // An open handle still reads and writes it (POSIX): its content
             // lives on there, since the store will never have it.
             let content = self.pending_content(id);
@@ -526,7 +561,9 @@ impl Model {
 
     /// The content of a pending change of `id`'s `d` key, if there is one.
     pub fn pending_content(&self, id: NodeId) -> Option<(u64, Arc<Manifest>)> {
-        self.pending.content(&node::data_key(id))
+        self.pending
+            .content(&node::data_key(id))
+            .or_else(|| self.local_content.get(&id).cloned())
     }
 }
 

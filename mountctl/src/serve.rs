@@ -468,6 +468,7 @@ async fn status(d: &Daemon) -> Value {
         "bytes_received": got.bytes,
         "chunks_received": got.chunks,
         "view_nodes": d.fs.stats().0,
+        "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
     })
 }

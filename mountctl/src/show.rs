@@ -84,6 +84,9 @@ pub fn status(home: &Home, json: bool) -> Result<()> {
         if let Some(b) = m["store_bytes"].as_u64() {
             println!("  store: {:.1} MiB", b as f64 / 1048576.0);
         }
+        if let Some(n) = m["local_only"].as_u64().filter(|n| *n > 0) {
+            println!("  {n} files and folders on this machine only (.latticeignore)");
+        }
         if let Some(b) = m["behind"].as_u64().filter(|b| *b > 0) {
             println!("  catching up: {b} entries still to come from peers");
         }
