@@ -157,3 +157,16 @@ fn a_debug_bundle_holds_status_logs_and_sizes_and_no_secrets() {
         assert!(!text.contains(&hex::encode(&key[..key.len().min(32)])), "{f} holds the key in hex");
     }
 }
+
+#[test]
+fn the_systemd_user_unit_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(workspace().join("packaging/lattice@.service")).unwrap();
+    assert!(unit.contains("ExecStartPre=-/usr/local/bin/mountctl unmount %f"), "a stale mount is cleared first");
+    assert!(unit.contains("Restart=on-failure") && !unit.contains("After=network-online"));
+    // As installed, with this build's binary: systemd must accept every line.
+    let unit = unit.replace("/usr/local/bin/mountctl", bin().to_str().unwrap());
+    std::fs::write(dir.path().join("lattice@home-me-Lattice.service"), unit).unwrap();
+    let out = bash(dir.path(), "systemd-analyze verify ./lattice@home-me-Lattice.service", &[]);
+    assert!(out.ok() && out.stderr.trim().is_empty(), "{}", out.describe());
+}

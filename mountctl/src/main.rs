@@ -197,12 +197,12 @@ enum PeersCmd {
 
 #[derive(clap::Args)]
 struct MountOpts {
-    #[arg(long, default_value = "default", value_parser = home::share_name)]
+    #[arg(long, env = "LATTICE_SHARE", default_value = "default", value_parser = home::share_name)]
     share: String,
     /// Address of this node's peer endpoint (IP:PORT; port 0 picks one).
     /// Without it, the share listens on all interfaces on the port it took at
     /// its first start, so peers find it again after a restart.
-    #[arg(long)]
+    #[arg(long, env = "LATTICE_BIND")]
     bind: Option<std::net::SocketAddr>,
     /// Relay servers for peers that cannot reach each other directly (behind
     /// NAT or a firewall): `public` (iroh's), `off`, or relay URLs separated
