@@ -300,3 +300,81 @@ fn interface_ipv4s() -> Vec<std::net::IpAddr> {
     }
     out
 }
+
+/// What a stranger on the sync protocol gets: refused at the handshake or cut
+/// off, never an answer, never a crash; meanwhile the honest member keeps
+/// syncing (its latency is measured during the attack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let oid = Identity::generate();
+    let os = Store::create_share(
+        Location::Memory,
+        oid.clone(),
+        enforcing(),
+        vec![Op::put(peer_key(&oid.author()), "owner")],
+    )
+    .unwrap();
+    let a = Arc::new(start(os, &oid).await);
+    publish_addrs(&a);
+    let t = invite(&a, "writer", 60_000);
+    let (b, _) = joiner(&a, &t).await;
+    publish_addrs(&b);
+
+    let key = iroh::PublicKey::from_bytes(&a.store.author().0).unwrap();
+    let addr: SocketAddr = a.net.addrs()[0].parse().unwrap();
+    // One attacker's connection: random bytes, then an oversize frame, then
+    // a frame that claims far more than it sends. Returns whether it ever
+    // got a byte back.
+    let attack = move |kind: u8| async move {
+        let lookup = iroh::address_lookup::MemoryLookup::new();
+        let ep = net::endpoint::bind(rand::random(), "127.0.0.1:0".parse().unwrap(), &Default::default(), &lookup, NoHooks)
+            .await
+            .unwrap();
+        let to = iroh::EndpointAddr::new(key).with_ip_addr(addr);
+        let mut answered = false;
+        if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN)).await
+            && let Ok(Ok((mut tx, mut rx))) = tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await
+        {
+            let junk: Vec<u8> = match kind {
+                0 => (0..4096).map(|_| rand::random()).collect(),
+                1 => ((32u32 << 20) + 1).to_be_bytes().to_vec(),
+                _ => [((30u32 << 20).to_be_bytes()).as_slice(), b"short"].concat(),
+            };
+            let _ = tx.write_all(&junk).await;
+            let _ = tx.finish();
+            let mut buf = [0u8; 64];
+            // A refusal frame is an answer too: only data the protocol would
+            // send a member counts, and none may come.
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), rx.read(&mut buf)).await {
+                answered = n.unwrap_or(0) > 4 && !String::from_utf8_lossy(&buf).contains("member");
+            }
+        }
+        ep.close().await;
+        answered
+    };
+    let mut attackers = tokio::task::JoinSet::new();
+    for i in 0..60u8 {
+        attackers.spawn(attack(i % 3));
+    }
+    // The honest member during the attack: each write on A reaches B.
+    let mut worst = Duration::ZERO;
+    for i in 0..10 {
+        let t0 = Instant::now();
+        let k = format!("during-{i}");
+        a.store.write(vec![Op::put(k.clone(), "v")]).unwrap();
+        eventually("a write reaches the member during the attack", || {
+            b.store.get(k.as_bytes()).ok().flatten().is_some()
+        })
+        .await;
+        worst = worst.max(t0.elapsed());
+    }
+    let mut answered = 0;
+    while let Some(r) = attackers.join_next().await {
+        answered += r.unwrap() as usize;
+    }
+    assert_eq!(answered, 0, "a stranger was served");
+    eprintln!("honest member during 60 hostile connections: worst write-to-visible {worst:?}");
+    assert!(a.store.frontier().is_ok(), "the store still answers");
+    b.net.shutdown().await;
+}
