@@ -90,6 +90,14 @@ pub(crate) async fn anti_entropy(s: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Orphans whose gap never filled go while the node runs, not
+                // only when the store opens.
+                let s2 = s.clone();
+                match tokio::task::spawn_blocking(move || s2.store.expire_orphans(store::hlc::wall_ms())).await {
+                    Ok(Err(e)) => tracing::warn!("cannot expire orphans: {e}"),
+                    Err(e) => tracing::warn!("cannot expire orphans: {e}"),
+                    Ok(Ok(_)) => {}
+                }
                 let members = s.refresh_lookup();
                 if !members.is_empty() {
                     let pick = members[rand::random_range(0..members.len())];

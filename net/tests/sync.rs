@@ -306,7 +306,6 @@ fn interface_ipv4s() -> Vec<std::net::IpAddr> {
 /// syncing (its latency is measured during the attack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let oid = Identity::generate();
     let os = Store::create_share(
         Location::Memory,

@@ -103,6 +103,14 @@ impl Store {
             };
         }
         if e.seq > last + 1 {
+            if e.seq - last > self.cfg.max_orphan_gap {
+                return refuse(Refusal::TooFarAhead {
+                    author: e.author,
+                    seq: e.seq,
+                    last,
+                    max: self.cfg.max_orphan_gap,
+                });
+            }
             if self.cfg.enforce_membership
                 && let Some(r) = crate::membership::may_park(t, &e.author)?
             {
@@ -177,6 +185,10 @@ impl Store {
     /// Drops orphans received more than the configured TTL before `now_ms`.
     pub fn expire_orphans(&self, now_ms: u64) -> Result<usize> {
         let ttl = self.cfg.orphan_ttl_ms;
+        if self.orphan_count()? == 0 {
+            // Nothing to look at: no write transaction at all.
+            return Ok(0);
+        }
         let _w = self.clock.lock().unwrap();
         let txn = self.db().begin_write()?;
         let mut n = 0;

@@ -25,6 +25,10 @@ pub struct Config {
     pub max_drift_ms: u64,
     /// Orphans older than this are dropped; anti-entropy fetches them again.
     pub orphan_ttl_ms: u64,
+    /// An entry further than this ahead of its author's chain here is
+    /// refused, not parked: it bounds what one author's orphans can take
+    /// (sync sends entries in order; it comes again once the gap is filled).
+    pub max_orphan_gap: u64,
     /// How many of the newest log entries are re-verified on open.
     pub tail_check: usize,
     /// Check every entry against the share's membership (see `membership.rs`).
@@ -40,6 +44,7 @@ impl Default for Config {
         Config {
             max_drift_ms: 10 * 60 * 1000,
             orphan_ttl_ms: 24 * 3600 * 1000,
+            max_orphan_gap: 10_000,
             tail_check: 64,
             enforce_membership: false,
             cache_bytes: 16 << 20,

@@ -72,6 +72,8 @@ pub trait SyncStore: Send + Sync {
     fn eviction(&self, evidence: &[Vec<u8>]) -> Option<String>;
     /// Chunks found damaged here, to fetch again from peers.
     fn watch_wanted(&self) -> UnboundedReceiver<ChunkHash>;
+    /// Drops orphans older than the store's TTL (see [`Store::expire_orphans`]).
+    fn expire_orphans(&self, now_ms: u64) -> Result<usize>;
 }
 
 impl KvStore for Store {
@@ -132,6 +134,9 @@ impl KvStore for Store {
 }
 
 impl SyncStore for Store {
+    fn expire_orphans(&self, now_ms: u64) -> Result<usize> {
+        Store::expire_orphans(self, now_ms)
+    }
     fn share_id(&self) -> ShareId {
         Store::share_id(self)
     }

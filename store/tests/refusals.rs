@@ -244,3 +244,36 @@ fn identity_file_errors_are_clear() {
     let missing = Identity::load(&dir.path().join("nope")).unwrap_err().to_string();
     assert!(missing.contains("nope"), "{missing}");
 }
+
+#[test]
+fn an_entry_too_far_ahead_is_refused_not_parked() {
+    let a = Store::create_share(
+        Location::Memory,
+        Identity::generate(),
+        Config {
+            max_orphan_gap: 3,
+            ..Config::default()
+        },
+        vec![Op::put("peers/owner", "owner")],
+    )
+    .unwrap();
+    let b = mem_peer(&a);
+    for i in 0..6 {
+        b.write(vec![Op::put(format!("k{i}"), "v")]).unwrap();
+    }
+    let chain = chain_of(&b, b.author());
+    // seq 3 is within the bound (3 ahead of 0): parked.
+    let out = a.ingest(&[chain[2].clone()]).unwrap();
+    assert!(matches!(out[0], Outcome::Orphaned(_)), "{out:?}");
+    // seq 5 is not: refused, and nothing is kept of it.
+    let r = refused(&a, chain[4].clone());
+    assert!(matches!(r, Refusal::TooFarAhead { seq: 5, last: 0, max: 3, .. }), "{r}");
+    assert!(r.to_string().contains("not parked"));
+    assert_eq!(a.orphan_count().unwrap(), 1);
+    // In order, everything applies.
+    for o in a.ingest(&chain).unwrap() {
+        assert!(!matches!(o, Outcome::Refused(_)), "{o:?}");
+    }
+    assert_eq!(a.frontier().unwrap()[&b.author()].0, 6);
+    assert_eq!(a.orphan_count().unwrap(), 0);
+}
