@@ -86,7 +86,10 @@ fn other_users_are_served_and_the_kernel_checks_their_modes() {
     // Sticky directory: only the owner deletes or renames.
     nobody_refused(&m.dir, "rm -f sticky/roots", "Operation not permitted");
     nobody_refused(&m.dir, "mv sticky/roots sticky/gone", "Operation not permitted");
-    nobody_ok(&m.dir, "printf n > sticky/own; mv sticky/own sticky/own2; rm sticky/own2");
+    nobody_ok(
+        &m.dir,
+        "printf n > sticky/own; mv sticky/own sticky/own2; rm sticky/own2",
+    );
     // A write by a non-owner... by anyone not root clears set-user-id and
     // set-group-id (the group has execute).
     nobody_ok(&m.dir, "printf v1 > open/s; chmod 6755 open/s");
@@ -101,7 +104,10 @@ fn other_users_are_served_and_the_kernel_checks_their_modes() {
     let owners = sh(&m.dir, "stat -c '%n %u %g %a' open/mine open/s sticky/roots");
     m.remount();
     assert_eq!(manifest(&m.dir, Opts::default()), live, "after a remount");
-    assert_eq!(sh(&m.dir, "stat -c '%n %u %g %a' open/mine open/s sticky/roots"), owners);
+    assert_eq!(
+        sh(&m.dir, "stat -c '%n %u %g %a' open/mine open/s sticky/roots"),
+        owners
+    );
     nobody_refused(&m.dir, "cat priv", "Permission denied");
     assert_eq!(nobody_ok(&m.dir, "cat open/mine"), "mine");
 }
@@ -135,7 +141,10 @@ print(a.recv(100).decode())
 #[test]
 fn fifos_devices_and_sockets_work_and_fifos_and_devices_are_kept() {
     let mut m = Mount::new();
-    sh(&m.dir, "mkfifo pipe; mknod chr c 1 3; mknod blk b 7 0; chmod 640 chr; mkdir d; mkfifo -m 600 d/p2");
+    sh(
+        &m.dir,
+        "mkfifo pipe; mknod chr c 1 3; mknod blk b 7 0; chmod 640 chr; mkdir d; mkfifo -m 600 d/p2",
+    );
     // A FIFO carries bytes between two processes.
     assert_eq!(
         sh(&m.dir, "(echo through the fifo > pipe &); read l < pipe; echo $l").trim(),
@@ -151,7 +160,11 @@ fn fifos_devices_and_sockets_work_and_fifos_and_devices_are_kept() {
     );
     // The mount is nodev: a device node from any member opens nothing here.
     let out = bash(&m.dir, "head -c1 chr", &[]);
-    assert!(!out.ok() && out.stderr.contains("Permission denied"), "{}", out.describe());
+    assert!(
+        !out.ok() && out.stderr.contains("Permission denied"),
+        "{}",
+        out.describe()
+    );
     // Remove and rename work on every kind.
     sh(&m.dir, "mv blk blk2; rm blk2; mkfifo gone; rm gone");
 
@@ -172,13 +185,20 @@ fn fifos_devices_and_sockets_work_and_fifos_and_devices_are_kept() {
 fn fifos_and_devices_replicate_and_sockets_stay_local() {
     let a = Mount::new();
     let b = join(&a);
-    sh(&a.dir, "mkdir d; mkfifo -m 620 d/pipe; mknod d/chr c 4 64; mknod blk b 8 1; echo marker > d/marker");
+    sh(
+        &a.dir,
+        "mkdir d; mkfifo -m 620 d/pipe; mknod d/chr c 4 64; mknod blk b 8 1; echo marker > d/marker",
+    );
     let out = bash(&a.dir, &format!("python3 -c {}", quote(SOCKET_ROUND_TRIP)), &[]);
     assert!(out.ok(), "{}", out.describe());
     same_entries(&[&a, &b]);
     eventually("the marker on B", || b.p("d/marker").exists());
     let stats = "stat -c '%n %F %t:%T %a %u %Y %Z' . d d/pipe d/chr blk d/marker";
-    assert_eq!(sh(&b.dir, stats), sh(&a.dir, stats), "kinds, devices, modes, mtimes and ctimes");
+    assert_eq!(
+        sh(&b.dir, stats),
+        sh(&a.dir, stats),
+        "kinds, devices, modes, mtimes and ctimes"
+    );
     assert!(a.p("sock").exists(), "the socket is there on A");
     assert!(!b.p("sock").exists(), "a socket is not replicated");
     let opts = Opts {
@@ -238,8 +258,16 @@ fn ctime_follows_every_change_and_directory_times_follow_their_names() {
     assert!(c3 > c2, "rename moves ctime");
     assert!(mtime(&m.dir) > root_m, "a rename in a directory moves its mtime");
     tick();
-    fs::OpenOptions::new().append(true).open(m.p("g")).unwrap().write_all_at(b"two", 3).unwrap();
-    assert!(mtime(&m.p("g")) > m0 && ctime(&m.p("g")) > c3, "a write moves mtime and ctime");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("g"))
+        .unwrap()
+        .write_all_at(b"two", 3)
+        .unwrap();
+    assert!(
+        mtime(&m.p("g")) > m0 && ctime(&m.p("g")) > c3,
+        "a write moves mtime and ctime"
+    );
     // touch -d sets mtime to the past; ctime is still now.
     tick();
     let c4 = ctime(&m.p("g"));
@@ -347,7 +375,11 @@ fn sizes_beyond_the_largest_file_and_fallocate() {
     sh(&m.dir, "fallocate -l 1MiB f");
     assert_eq!(fs::metadata(m.p("f")).unwrap().len(), 1 << 20);
     sh(&m.dir, "fallocate -n -o 0 -l 4MiB f");
-    assert_eq!(fs::metadata(m.p("f")).unwrap().len(), 1 << 20, "KEEP_SIZE keeps the size");
+    assert_eq!(
+        fs::metadata(m.p("f")).unwrap().len(),
+        1 << 20,
+        "KEEP_SIZE keeps the size"
+    );
     let out = bash(&m.dir, "fallocate -p -o 0 -l 4096 f", &[]);
     assert!(
         !out.ok() && (out.stderr.contains("not supported") || out.stderr.contains("unsupported")),
@@ -411,7 +443,15 @@ fn random_io_matches_a_native_file() {
     let mut m = Mount::new();
     let (_native_tmp, native_dir) = empty_dir("lattice-native-");
     let (mp, np) = (m.p("data"), native_dir.join("data"));
-    let open = |p: &Path| OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p).unwrap();
+    let open = |p: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap()
+    };
     let (mut a, mut b) = (open(&mp), open(&np));
     let mut rng = Rng::new(12);
     let mut buf = vec![0u8; 1 << 17];
@@ -441,7 +481,11 @@ fn random_io_matches_a_native_file() {
                 mmap_write(&b, off, &buf[..n]);
             }
             86..=91 => {
-                let mode = if rng.below(2) == 0 { 0 } else { libc::FALLOC_FL_KEEP_SIZE };
+                let mode = if rng.below(2) == 0 {
+                    0
+                } else {
+                    libc::FALLOC_FL_KEEP_SIZE
+                };
                 let (off, len) = (rng.below(SPAN), 1 + rng.below(1 << 18));
                 fallocate(&a, mode, off, len);
                 fallocate(&b, mode, off, len);

@@ -39,11 +39,18 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
     assert_eq!(sizes, vec![3, 11, 5]);
     assert_eq!(content[2]["current"], true);
     assert!(content[..2].iter().all(|v| v["current"] == false));
-    let me = status_mount(&a.home, &a.dir).unwrap()["author"].as_str().unwrap().to_string();
+    let me = status_mount(&a.home, &a.dir).unwrap()["author"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(content.iter().all(|v| v["author"] == me.as_str()));
     // The text form names the versions too.
     let text = ctl(&a, &["log", a.p("docs/plan.txt").to_str().unwrap()]);
-    assert!(text.ok() && text.stdout.lines().count() == vs.len() + 1, "{}", text.describe());
+    assert!(
+        text.ok() && text.stdout.lines().count() == vs.len() + 1,
+        "{}",
+        text.describe()
+    );
 
     // An old version back, in place: a new change that reaches B.
     let two = content[1]["entry"].as_str().unwrap()[..10].to_string();
@@ -55,7 +62,13 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
     });
     let now = versions(&a, "docs/plan.txt");
     assert_eq!(now.len(), vs.len() + 1);
-    assert_eq!((now.last().unwrap()["size"].as_u64(), now.last().unwrap()["current"].as_bool()), (Some(11), Some(true)));
+    assert_eq!(
+        (
+            now.last().unwrap()["size"].as_u64(),
+            now.last().unwrap()["current"].as_bool()
+        ),
+        (Some(11), Some(true))
+    );
 
     // A deleted file is listed, its versions are kept, and it comes back.
     fs::remove_file(a.p("docs/plan.txt")).unwrap();
@@ -66,7 +79,10 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
     assert_eq!(v["deleted"][0]["path"], "/docs/plan.txt", "{v}");
     let vs = versions(&a, "docs/plan.txt");
     assert_eq!(vs.last().unwrap()["what"], "deleted");
-    let three = vs.iter().filter(|v| v["size"] == 5).last().unwrap()["entry"].as_str().unwrap()[..12].to_string();
+    let three = vs.iter().filter(|v| v["size"] == 5).last().unwrap()["entry"]
+        .as_str()
+        .unwrap()[..12]
+        .to_string();
     let out = ctl(&a, &["restore", a.p("docs/plan.txt").to_str().unwrap(), &three]);
     assert!(out.ok(), "{}", out.describe());
     assert_eq!(fs::read_to_string(a.p("docs/plan.txt")).unwrap(), "three");
@@ -78,7 +94,13 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
     let one = vs.iter().find(|v| v["size"] == 3).unwrap()["entry"].as_str().unwrap()[..12].to_string();
     let out = ctl(
         &a,
-        &["restore", a.p("docs/plan.txt").to_str().unwrap(), &one, "--to", a.p("docs/plan-v1.txt").to_str().unwrap()],
+        &[
+            "restore",
+            a.p("docs/plan.txt").to_str().unwrap(),
+            &one,
+            "--to",
+            a.p("docs/plan-v1.txt").to_str().unwrap(),
+        ],
     );
     assert!(out.ok(), "{}", out.describe());
     assert_eq!(fs::read_to_string(a.p("docs/plan-v1.txt")).unwrap(), "one");
@@ -121,7 +143,10 @@ fn dag_dot_is_accepted_by_graphviz_and_shows_authors_merges_and_conflicts() {
     save(&a, "shared.txt", "merged by a");
     same_entries(&[&a, &b]);
 
-    for args in [vec!["dag", "--dot"], vec!["dag", a.p("shared.txt").to_str().unwrap(), "--dot", "--last", "50"]] {
+    for args in [
+        vec!["dag", "--dot"],
+        vec!["dag", a.p("shared.txt").to_str().unwrap(), "--dot", "--last", "50"],
+    ] {
         let out = ctl(&a, &args);
         assert!(out.ok(), "{}", out.describe());
         assert!(out.stdout.starts_with("digraph"), "{}", out.stdout);
@@ -129,11 +154,19 @@ fn dag_dot_is_accepted_by_graphviz_and_shows_authors_merges_and_conflicts() {
             status_mount(&a.home, &a.dir).unwrap()["author"].as_str().unwrap()[..8].to_string(),
             status_mount(&b.home, &b.dir).unwrap()["author"].as_str().unwrap()[..8].to_string(),
         );
-        assert!(out.stdout.contains(&ida) && out.stdout.contains(&idb), "both authors: {}", out.stdout);
+        assert!(
+            out.stdout.contains(&ida) && out.stdout.contains(&idb),
+            "both authors: {}",
+            out.stdout
+        );
         assert!(out.stdout.contains("merge"), "a merge is marked: {}", out.stdout);
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("dag.dot"), &out.stdout).unwrap();
         let svg = bash(dir.path(), "dot -Tsvg dag.dot", &[]);
-        assert!(svg.ok() && svg.stdout.contains("<svg"), "graphviz refused it: {}", svg.describe());
+        assert!(
+            svg.ok() && svg.stdout.contains("<svg"),
+            "graphviz refused it: {}",
+            svg.describe()
+        );
     }
 }

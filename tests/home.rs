@@ -114,17 +114,29 @@ fn completions_and_man_page_are_generated_from_the_commands() {
     for shell in ["bash", "zsh", "fish"] {
         let out = mountctl_s(dir.path(), &["completions", shell]);
         assert!(out.ok(), "{}", out.describe());
-        assert!(out.stdout.contains("restore") && out.stdout.contains("dag"), "{shell}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("restore") && out.stdout.contains("dag"),
+            "{shell}: {}",
+            out.stdout
+        );
     }
     let script = dir.path().join("mountctl.bash");
     std::fs::write(&script, mountctl_s(dir.path(), &["completions", "bash"]).stdout).unwrap();
-    let check = bash(dir.path(), "bash -n mountctl.bash && source mountctl.bash && complete -p mountctl", &[]);
+    let check = bash(
+        dir.path(),
+        "bash -n mountctl.bash && source mountctl.bash && complete -p mountctl",
+        &[],
+    );
     assert!(check.ok(), "the bash completion does not load: {}", check.describe());
     let man = mountctl_s(dir.path(), &["man"]);
     assert!(man.ok() && man.stdout.contains(".TH mountctl 1"), "{}", man.describe());
     std::fs::write(dir.path().join("mountctl.1"), &man.stdout).unwrap();
     let shown = bash(dir.path(), "man -l mountctl.1 | cat", &[]);
-    assert!(shown.ok() && shown.stdout.contains("one folder, the same on every machine"), "{}", shown.describe());
+    assert!(
+        shown.ok() && shown.stdout.contains("one folder, the same on every machine"),
+        "{}",
+        shown.describe()
+    );
 }
 
 #[test]
@@ -136,16 +148,31 @@ fn a_debug_bundle_holds_status_logs_and_sizes_and_no_secrets() {
     let tgz = out_dir.path().join("bundle.tar.gz");
     let out = mountctl_s(&m.home, &["debug-bundle", "--out", tgz.to_str().unwrap()]);
     assert!(out.ok(), "{}", out.describe());
-    let x = bash(out_dir.path(), "mkdir x && tar -xzf bundle.tar.gz -C x && find x -type f | sort", &[]);
+    let x = bash(
+        out_dir.path(),
+        "mkdir x && tar -xzf bundle.tar.gz -C x && find x -type f | sort",
+        &[],
+    );
     assert!(x.ok(), "{}", x.describe());
     let files: Vec<&str> = x.stdout.lines().collect();
     let find = |end: &str| {
-        let f = files.iter().find(|f| f.ends_with(end)).unwrap_or_else(|| panic!("no {end} in {files:?}"));
+        let f = files
+            .iter()
+            .find(|f| f.ends_with(end))
+            .unwrap_or_else(|| panic!("no {end} in {files:?}"));
         out_dir.path().join(f)
     };
-    let status: serde_json::Value = serde_json::from_str(&fs::read_to_string(find("share-default/status.json")).unwrap()).unwrap();
-    assert!(status["entries"].as_u64().is_some() && status["store_bytes"].as_u64() > Some(0), "{status}");
-    assert!(fs::read_to_string(find("share-default/daemon.log")).unwrap().contains("mounted"));
+    let status: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(find("share-default/status.json")).unwrap()).unwrap();
+    assert!(
+        status["entries"].as_u64().is_some() && status["store_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert!(
+        fs::read_to_string(find("share-default/daemon.log"))
+            .unwrap()
+            .contains("mounted")
+    );
     assert!(fs::read_to_string(find("files.txt")).unwrap().contains("store.redb"));
     // Nothing secret: no file content, no key.
     let key = fs::read(m.home.join("identity")).unwrap();
@@ -153,8 +180,14 @@ fn a_debug_bundle_holds_status_logs_and_sizes_and_no_secrets() {
         let bytes = fs::read(out_dir.path().join(f)).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(private), "{f} holds a file's content");
-        assert!(!bytes.windows(key.len().min(32)).any(|w| w == &key[..key.len().min(32)]), "{f} holds the key");
-        assert!(!text.contains(&hex::encode(&key[..key.len().min(32)])), "{f} holds the key in hex");
+        assert!(
+            !bytes.windows(key.len().min(32)).any(|w| w == &key[..key.len().min(32)]),
+            "{f} holds the key"
+        );
+        assert!(
+            !text.contains(&hex::encode(&key[..key.len().min(32)])),
+            "{f} holds the key in hex"
+        );
     }
 }
 
@@ -162,11 +195,18 @@ fn a_debug_bundle_holds_status_logs_and_sizes_and_no_secrets() {
 fn the_systemd_user_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(workspace().join("packaging/lattice@.service")).unwrap();
-    assert!(unit.contains("ExecStartPre=-/usr/local/bin/mountctl unmount %f"), "a stale mount is cleared first");
+    assert!(
+        unit.contains("ExecStartPre=-/usr/local/bin/mountctl unmount %f"),
+        "a stale mount is cleared first"
+    );
     assert!(unit.contains("Restart=on-failure") && !unit.contains("After=network-online"));
     // As installed, with this build's binary: systemd must accept every line.
     let unit = unit.replace("/usr/local/bin/mountctl", bin().to_str().unwrap());
     std::fs::write(dir.path().join("lattice@home-me-Lattice.service"), unit).unwrap();
-    let out = bash(dir.path(), "systemd-analyze verify ./lattice@home-me-Lattice.service", &[]);
+    let out = bash(
+        dir.path(),
+        "systemd-analyze verify ./lattice@home-me-Lattice.service",
+        &[],
+    );
     assert!(out.ok() && out.stderr.trim().is_empty(), "{}", out.describe());
 }

@@ -14,7 +14,11 @@ use common::*;
 fn ignored_paths_stay_local_and_everything_else_replicates() {
     let mut a = Mount::new();
     let b = join(&a);
-    fs::write(a.p(".latticeignore"), "# build outputs and scratch\n*.tmp\nnode_modules/\n/build\n").unwrap();
+    fs::write(
+        a.p(".latticeignore"),
+        "# build outputs and scratch\n*.tmp\nnode_modules/\n/build\n",
+    )
+    .unwrap();
     eventually("the patterns on B", || b.p(".latticeignore").exists());
 
     let local = [

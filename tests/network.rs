@@ -41,7 +41,10 @@ fn peer_entry(m: &Mount, id: &str) -> serde_json::Value {
 fn kill_daemon(m: &mut Mount) {
     let pid = m.daemon_pid();
     kill(pid, libc::SIGKILL);
-    assert!(wait_pid_gone(pid, Duration::from_secs(20)), "daemon {pid} survived SIGKILL");
+    assert!(
+        wait_pid_gone(pid, Duration::from_secs(20)),
+        "daemon {pid} survived SIGKILL"
+    );
     let out = ctl(m, &["unmount", m.dir.to_str().unwrap()]);
     assert!(out.ok(), "clearing the dead mount: {}", out.describe());
     m.mark_unmounted();
@@ -200,11 +203,17 @@ fn a_join_cut_at_random_moments_carries_on() {
             if pid != 0 && !dead.contains(&pid) && pid_alive(pid) {
                 break pid;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the join daemon did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the join daemon did not start"
+            );
             std::thread::sleep(Duration::from_millis(1));
         };
         std::thread::sleep(cut);
-        assert!(!is_mountpoint(&dir), "the join finished within {cut:?}: too fast to cut");
+        assert!(
+            !is_mountpoint(&dir),
+            "the join finished within {cut:?}: too fast to cut"
+        );
         kill(pid, libc::SIGKILL);
         assert!(wait_pid_gone(pid, Duration::from_secs(20)));
         dead.push(pid);
@@ -218,7 +227,11 @@ fn a_join_cut_at_random_moments_carries_on() {
     }
     // The same command again finishes it.
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.mount_with(&["join", &t]))).is_err() {
-        panic!("the join did not finish after the cuts\nA: {}\nB: {}", log_tails(&a.home), log_tails(&home.path));
+        panic!(
+            "the join did not finish after the cuts\nA: {}\nB: {}",
+            log_tails(&a.home),
+            log_tails(&home.path)
+        );
     }
     same_entries(&[&a, &b]);
     converged(&[&a, &b]);
@@ -233,7 +246,9 @@ fn a_join_cut_at_random_moments_carries_on() {
     let b_id = author(&b);
     let served = peer_entry(&a, &b_id)["chunks_sent"].as_u64().unwrap();
     let held = chunk_count(&b);
-    eprintln!("chunks held by B {held}, served to B over {kills} cuts and the finish {served}, last run fetched {distinct}");
+    eprintln!(
+        "chunks held by B {held}, served to B over {kills} cuts and the finish {served}, last run fetched {distinct}"
+    );
     assert!(held >= 8 * 24 * 16 * 9 / 10, "B holds only {held} chunks");
     assert!(
         served <= held + kills as u64 * 4 * 64,
@@ -242,7 +257,9 @@ fn a_join_cut_at_random_moments_carries_on() {
 
     // A write on the joined node works and reaches the owner.
     fs::write(b.p("from-b.txt"), b"hello").unwrap();
-    eventually("A sees B's write", || fs::read(a.p("from-b.txt")).is_ok_and(|d| d == b"hello"));
+    eventually("A sees B's write", || {
+        fs::read(a.p("from-b.txt")).is_ok_and(|d| d == b"hello")
+    });
     b.unmount();
 }
 
@@ -252,7 +269,10 @@ fn chunk_count(m: &Mount) -> u64 {
     assert!(out.ok(), "{}", out.describe());
     // "verified N entries and M content chunks"
     let line = out.stdout.lines().next().unwrap();
-    line.split_whitespace().nth(4).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    line.split_whitespace()
+        .nth(4)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
 }
 
 #[test]
@@ -280,13 +300,28 @@ fn counters_include_chunks_and_short_ids_work() {
     assert!(text.stdout.contains(" ago"), "peers does not say when: {}", text.stdout);
     assert!(!text.stdout.contains("since epoch"), "{}", text.stdout);
     let st = ctl(&a, &["status"]);
-    assert!(st.stdout.contains(&b_id), "text status does not list the peers: {}", st.stdout);
+    assert!(
+        st.stdout.contains(&b_id),
+        "text status does not list the peers: {}",
+        st.stdout
+    );
 
     // A unique start of an id works; a start shared by none is refused clearly.
     let bad = ctl(&a, &["peers", "remove", "zzzz"]);
     assert!(!bad.ok() && bad.stderr.contains("not a node id"), "{}", bad.describe());
-    let none = ctl(&a, &["peers", "remove", "0000000000000000000000000000000000000000000000000000000000000000"]);
-    assert!(!none.ok() && none.stderr.contains("not a member"), "{}", none.describe());
+    let none = ctl(
+        &a,
+        &[
+            "peers",
+            "remove",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+    );
+    assert!(
+        !none.ok() && none.stderr.contains("not a member"),
+        "{}",
+        none.describe()
+    );
     let out = ctl(&a, &["peers", "remove", &b_id[..8]]);
     assert!(out.ok(), "remove by 8 characters: {}", out.describe());
     eventually("B learns it was removed", || {
@@ -331,7 +366,9 @@ fn a_node_whose_clock_is_wrong_is_told() {
     });
     let text = ctl(&b, &["status"]);
     assert!(text.stdout.contains("CLOCK"), "text status: {}", text.stdout);
-    eventually("A's status says B's clock is off", || status_of(&a)["clock"].is_string());
+    eventually("A's status says B's clock is off", || {
+        status_of(&a)["clock"].is_string()
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         !a.p("from-the-future.txt").exists(),
@@ -364,7 +401,11 @@ fn nodes_without_a_direct_path_sync_through_a_relay() {
     let a = Mount::new_with(&args);
     let t = invite(&a, &[]);
     assert!(
-        net::Ticket::decode(&t).unwrap().addrs.iter().any(|x| x.starts_with("http://127.0.0.1")),
+        net::Ticket::decode(&t)
+            .unwrap()
+            .addrs
+            .iter()
+            .any(|x| x.starts_with("http://127.0.0.1")),
         "the ticket does not name A's relay"
     );
     let mut args = vec!["join", t.as_str()];
@@ -379,7 +420,11 @@ fn nodes_without_a_direct_path_sync_through_a_relay() {
     });
     let st = status_of(&b);
     assert!(
-        st["addrs"].as_array().unwrap().iter().all(|x| x.as_str().unwrap().starts_with("http://")),
+        st["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x.as_str().unwrap().starts_with("http://")),
         "B has a direct address: {st}"
     );
     fs::write(a.p("through-the-relay.txt"), b"from a").unwrap();
@@ -419,6 +464,8 @@ fn a_ticket_without_addresses_joins_through_local_discovery() {
     let t = t.encode();
     let b = Mount::new_with_env(&["join", &t], &lan);
     fs::write(a.p("found.txt"), b"by mdns").unwrap();
-    eventually("B sees A's file", || fs::read(b.p("found.txt")).is_ok_and(|d| d == b"by mdns"));
+    eventually("B sees A's file", || {
+        fs::read(b.p("found.txt")).is_ok_and(|d| d == b"by mdns")
+    });
     converged(&[&a, &b]);
 }

@@ -12,14 +12,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::errno::{Errno, R};
-use crate::local::{New, SetAttr, Time};
+use crate::local::New;
 use crate::model::{Attrs, Inval};
 use crate::node::Kind;
+use crate::setattr::{SetAttr, Time};
 use crate::tree::NAME_MAX;
 use crate::{FsHandle, Shared, TTL};
 
@@ -136,8 +138,8 @@ fn when(t: TimeOrNow) -> Time {
 impl Filesystem for LatticeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Listings carry attributes when the kernel will want them (ls -l).
-        let _ = config
-            .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ =
+            config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO);
         if std::env::var("LATTICE_WRITEBACK").is_ok_and(|v| v == "on") {
             // The kernel keeps written pages and the times they set, and
             // sends them in bulk: fewer round trips, attributes stay cached.
@@ -196,16 +198,7 @@ impl Filesystem for LatticeFs {
         reply_data(self.0.readlink(ino.0), reply)
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => Kind::File,
             libc::S_IFIFO => Kind::Fifo,
@@ -214,7 +207,11 @@ impl Filesystem for LatticeFs {
             libc::S_IFSOCK => Kind::Socket,
             _ => return reply.error(errno(Errno::EINVAL)),
         };
-        let rdev = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) { rdev as u64 } else { 0 };
+        let rdev = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            rdev as u64
+        } else {
+            0
+        };
         let new = New {
             kind,
             mode: mode & !umask,
@@ -390,14 +387,7 @@ impl Filesystem for LatticeFs {
         }
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let r = self.0.readdirplus(fh.0, offset, |e, a, next| {
             let name = OsStr::from_bytes(&e.name);
             match a {

@@ -86,7 +86,13 @@ impl Shared {
     fn file_at(&self, path: &str) -> R<NodeId> {
         let all = parts(path);
         let (name, dirs) = all.split_last().ok_or(Errno::EISDIR)?;
-        let dir = self.dir_at(&dirs.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join("/"))?;
+        let dir = self.dir_at(
+            &dirs
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect::<Vec<_>>()
+                .join("/"),
+        )?;
         let m = self.lock();
         let id = m.view.lookup(dir, name).or_else(|| {
             m.view
@@ -130,7 +136,9 @@ impl Shared {
                 conflict: version.is_some_and(|v| heads.contains(&v) && Some(v) != shown && shown.is_some()),
             };
             if w.key == node::data_key(id) {
-                let Some(d) = w.value.as_deref().and_then(node::decode::<Data>) else { continue };
+                let Some(d) = w.value.as_deref().and_then(node::decode::<Data>) else {
+                    continue;
+                };
                 let size = Manifest::decode(&d.manifest).map_or(0, |m| m.size());
                 out.push(base("content", size, d.mtime_ns, Some(d.version)));
             } else if let Some(l) = w.value.as_deref().and_then(node::decode::<Loc>)
@@ -193,7 +201,13 @@ impl Shared {
                 drop(m);
                 let all = parts(to);
                 let (name, dirs) = all.split_last().ok_or(Errno::EINVAL)?;
-                let dir = self.dir_at(&dirs.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join("/"))?;
+                let dir = self.dir_at(
+                    &dirs
+                        .iter()
+                        .map(|p| String::from_utf8_lossy(p))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                )?;
                 m = self.lock();
                 let attr = m.view.get(id).and_then(|r| r.attr.clone()).ok_or(Errno::ENOENT)?;
                 let new = New {

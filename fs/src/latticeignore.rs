@@ -65,7 +65,9 @@ impl Shared {
             return false;
         }
         let g = self.ignore.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(matcher) = g.matcher.as_ref() else { return false };
+        let Some(matcher) = g.matcher.as_ref() else {
+            return false;
+        };
         let mut path = m.view.path_of(dir);
         if !path.ends_with('/') {
             path.push('/');

@@ -28,6 +28,7 @@ pub mod history;
 pub mod inode_map;
 mod inputs;
 mod latticeignore;
+mod listing;
 mod local;
 pub mod model;
 pub mod names;
@@ -35,8 +36,10 @@ pub mod node;
 pub mod pending;
 #[cfg(test)]
 mod regressions;
+mod setattr;
 pub mod tree;
 pub mod view;
+mod xattrs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,32 +12,11 @@ use crate::errno::{Errno, R, eio};
 use crate::files::OpenFile;
 use crate::inode_map::Inodes;
 use crate::inputs;
-use crate::model::{self, Attrs, DirEntry, Handle, Model, attr_op, loc_op, now_ns};
+use crate::model::{self, Attrs, Handle, Model, attr_op, loc_op, now_ns};
 use crate::node::{self, Attr, Kind, Loc, NodeId};
 use crate::tree::NAME_MAX;
 use crate::view::View;
 use crate::{Inval, Shared};
-
-/// A time to set: now, or nanoseconds since the epoch.
-#[derive(Clone, Copy, Debug)]
-pub enum Time {
-    Now,
-    At(i64),
-}
-
-/// What `setattr` changes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetAttr {
-    /// The handle it came through (`ftruncate`, `futimens`), if any: a change
-    /// by path is committed at once, one through a handle at its close.
-    pub fh: Option<u64>,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<Time>,
-    pub atime: Option<Time>,
-}
 
 /// What a new node is: kind, permission bits, symlink target, (uid, gid),
 /// device number.
@@ -65,13 +44,6 @@ pub fn check_name(name: &[u8]) -> R<&[u8]> {
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(Errno::EINVAL);
-    }
-    Ok(name)
-}
-
-fn user_xattr(name: &[u8]) -> R<&[u8]> {
-    if !name.starts_with(b"user.") {
-        return Err(Errno::ENOTSUP);
     }
     Ok(name)
 }
@@ -168,7 +140,7 @@ fn release_free_memory() {
 }
 
 impl Shared {
-    fn finish(&self, invals: Vec<Inval>) {
+    pub(crate) fn finish(&self, invals: Vec<Inval>) {
         self.send(invals);
         self.kick();
     }
@@ -211,7 +183,13 @@ impl Shared {
     }
 
     /// A new node (mknod, mkdir, symlink, create). Returns it, looked up once.
-    pub(crate) fn make_locked(&self, m: &mut Model, parent: u64, name: &[u8], new: New) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
+    pub(crate) fn make_locked(
+        &self,
+        m: &mut Model,
+        parent: u64,
+        name: &[u8],
+        new: New,
+    ) -> R<(NodeId, Attrs, Vec<Inval>, u64)> {
         let New {
             kind,
             mode,
@@ -405,144 +383,11 @@ impl Shared {
         Ok(())
     }
 
-    pub fn setattr(&self, ino: u64, s: SetAttr) -> R<Attrs> {
-        let id = {
-            let m = self.lock();
-            let id = m.id(ino)?;
-            if m.view.copy(id).is_some() {
-                return Err(Errno::EPERM);
-            }
-            id
-        };
-        let kind = self.lock().kind(id).ok_or(Errno::ENOENT)?;
-        let by_path = s.fh.is_none();
-        if let Some(size) = s.size {
-            if kind != Kind::File {
-                return Err(Errno::EISDIR);
-            }
-            if size > crate::buffer::MAX_FILE_BYTES {
-                return Err(Errno::EFBIG);
-            }
-            self.change_file(id, by_path, |b| b.set_len(size).map_err(eio))?;
-        }
-        if s.mode.is_some() || s.uid.is_some() || s.gid.is_some() {
-            let mut m = self.lock();
-            if m.deleted_here(id) && !m.view.is_shown(id) {
-                // Deleted here: there is no file left to change.
-                return Err(Errno::ENOENT);
-            }
-            m.health.check()?;
-            let mut a = m
-                .view
-                .get(id)
-                .and_then(|r| r.attr.clone())
-                .unwrap_or_else(model::root_attr);
-            if let Some(mode) = s.mode {
-                a.mode = mode & 0o7777;
-            }
-            if let Some(u) = s.uid {
-                a.uid = u;
-            }
-            if let Some(g) = s.gid {
-                a.gid = g;
-            }
-            a.ctime_ns = now_ns();
-            m.restore_place(id, false);
-            m.queue(attr_op(id, &a));
-            let invals = m.settle(true, &[]);
-            drop(m);
-            self.finish(invals);
-        }
-        if s.mtime.is_some() || s.atime.is_some() {
-            let now = now_ns();
-            let at = |t: Time| match t {
-                Time::Now => now,
-                Time::At(t) => t,
-            };
-            self.set_times(id, kind, by_path, s.mtime.map(at), s.atime.map(at))?;
-        }
-        self.getattr(ino)
-    }
-
-    /// `utimensat`: a file with writes not yet committed (or deleted here
-    /// while open) takes the times into its buffer; otherwise they are a new
-    /// version of the node's `d` key with the same content.
-    fn set_times(&self, id: NodeId, kind: Kind, by_path: bool, mtime: Option<i64>, atime: Option<i64>) -> R<()> {
-        let buffered = {
-            let m = self.lock();
-            kind == Kind::File
-                && (m.deleted_here(id) || m.open.get(&id).is_some_and(|o| o.cell.is_dirty()))
-        };
-        if buffered {
-            if let Some(a) = atime {
-                self.lock().atimes.insert(id, a);
-            }
-            return self.change_file(id, by_path, |b| {
-                if let Some(t) = mtime {
-                    b.mtime = Some(t);
-                }
-                b.dirty = true;
-                Ok(())
-            });
-        }
-        let manifest = if kind == Kind::File {
-            self.current_content(id)?.1
-        } else {
-            Arc::default()
-        };
-        let mut m = self.lock();
-        if m.deleted_here(id) && !m.view.is_shown(id) {
-            return Err(Errno::ENOENT);
-        }
-        m.health.check()?;
-        m.restore_place(id, false);
-        let mtime = mtime.unwrap_or_else(|| m.view.shown_version(id).map_or(0, |d| d.mtime_ns));
-        let atime = atime.unwrap_or_else(|| m.atime(id));
-        m.atimes.remove(&id);
-        m.queue_content(id, manifest, mtime, atime, rand::random());
-        let invals = m.settle(true, &[]);
-        drop(m);
-        self.finish(invals);
-        Ok(())
-    }
-
-    /// `fallocate`: mode 0 makes the file at least `off + len` long (the new
-    /// bytes read as zeros); `KEEP_SIZE` changes nothing (the store has no
-    /// space to reserve: chunks are written when there are bytes). Other
-    /// modes (punching holes, collapsing ranges) are not supported.
-    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> R<()> {
-        let id = {
-            let m = self.lock();
-            let id = m.id(ino)?;
-            if m.view.copy(id).is_some() {
-                return Err(Errno::EROFS);
-            }
-            if m.kind(id) != Some(Kind::File) {
-                return Err(Errno::ENODEV);
-            }
-            id
-        };
-        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
-        if end > crate::buffer::MAX_FILE_BYTES {
-            return Err(Errno::EFBIG);
-        }
-        match mode {
-            0 => self.change_file(id, false, |b| {
-                if b.len() < end {
-                    b.set_len(end).map_err(eio)?;
-                }
-                Ok(())
-            }),
-            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
-            _ => Err(Errno::EOPNOTSUPP),
-        }
-    }
-
     /// Changes a file's buffer. A change by path, or of a file no handle has
     /// open, is committed at once (a `truncate(2)` or `utimes(2)` is its own
     /// change); one through a handle is committed at that handle's close. The
     /// open-file record is pinned meanwhile, so a racing close cannot drop it.
-    fn change_file(&self, id: NodeId, by_path: bool, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
+    pub(crate) fn change_file(&self, id: NodeId, by_path: bool, f: impl FnOnce(&mut FileBuf) -> R<()>) -> R<()> {
         let (cell, now) = {
             let mut m = self.lock();
             if !m.deleted_here(id) {
@@ -878,154 +723,5 @@ impl Shared {
     pub fn fsync(&self, ino: u64) -> R<()> {
         self.flush(ino)?;
         self.flush_now(true)
-    }
-
-    pub fn opendir(&self, ino: u64) -> R<u64> {
-        let mut m = self.lock();
-        let id = m.id(ino)?;
-        if m.kind(id) != Some(Kind::Dir) {
-            return Err(Errno::ENOTDIR);
-        }
-        let list = m.listing(id);
-        Ok(m.new_fh(Handle::Dir(list)))
-    }
-
-    /// Entries of an open directory from `offset` on, each with the offset of the next.
-    pub fn readdir(&self, fh: u64, offset: u64, mut each: impl FnMut(&DirEntry, u64) -> bool) -> R<()> {
-        let m = self.lock();
-        let Some(Handle::Dir(list)) = m.handles.get(&fh) else {
-            return Err(Errno::EBADF);
-        };
-        for (i, e) in list.iter().enumerate().skip(offset as usize) {
-            if each(e, i as u64 + 1) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// `readdir` with each entry's attributes, so that `ls -l` or a first
-    /// `git status` needs no lookup per name. Every entry the kernel takes,
-    /// but `.` and `..`, counts as a lookup of its node (as `lookup` does);
-    /// `each` gets `None` for those two and for a node gone since opendir.
-    pub fn readdirplus(
-        &self,
-        fh: u64,
-        offset: u64,
-        mut each: impl FnMut(&DirEntry, Option<&Attrs>, u64) -> bool,
-    ) -> R<()> {
-        let mut m = self.lock();
-        let Some(Handle::Dir(list)) = m.handles.get(&fh) else {
-            return Err(Errno::EBADF);
-        };
-        let rest: Vec<DirEntry> = list.iter().skip(offset as usize).cloned().collect();
-        for (i, e) in rest.iter().enumerate() {
-            let next = offset + i as u64 + 1;
-            let node = if e.name == b"." || e.name == b".." {
-                None
-            } else {
-                m.inodes.node(e.ino)
-            };
-            let attrs = node.and_then(|id| m.attrs(id));
-            if each(e, attrs.as_ref(), next) {
-                break;
-            }
-            if let (Some(id), Some(_)) = (node, attrs) {
-                *m.lookups.entry(id).or_default() += 1;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.lock().handles.remove(&fh);
-    }
-
-    pub fn statfs(&self) -> R<StatFs> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.spill_dir.as_os_str().as_bytes()).map_err(eio)?;
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
-            return Err(eio(std::io::Error::last_os_error()));
-        }
-        let files = self.lock().view.len() as u64;
-        Ok(StatFs {
-            blocks: s.f_blocks,
-            bfree: s.f_bfree,
-            bavail: s.f_bavail,
-            files,
-            ffree: s.f_ffree,
-            bsize: s.f_bsize as u32,
-            frsize: s.f_frsize as u32,
-        })
-    }
-
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], create: bool, replace: bool) -> R<()> {
-        let name = user_xattr(name)?;
-        let mut m = self.lock();
-        let id = m.id(ino)?;
-        if m.view.copy(id).is_some() {
-            return Err(Errno::EPERM);
-        }
-        if m.deleted_here(id) && !m.view.is_shown(id) {
-            return Err(Errno::ENOENT);
-        }
-        m.health.check()?;
-        let exists = m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name));
-        if create && exists {
-            return Err(Errno::EEXIST);
-        }
-        if replace && !exists {
-            return Err(Errno::ENODATA);
-        }
-        m.restore_place(id, false);
-        m.queue(Op::put(node::xattr_key(id, name), value.to_vec()));
-        let invals = m.settle(true, &[]);
-        drop(m);
-        self.finish(invals);
-        Ok(())
-    }
-
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> R<Vec<u8>> {
-        // Only `user.` names are ever stored. ENOTSUP (not ENODATA) for the
-        // others lets programs stop asking: `ls -l` asks for ACLs and SELinux
-        // labels once per file system instead of twice per file.
-        user_xattr(name)?;
-        let m = self.lock();
-        let id = m.id(ino)?;
-        m.view
-            .get(id)
-            .and_then(|r| r.xattrs.get(name).cloned())
-            .ok_or(Errno::ENODATA)
-    }
-
-    pub fn listxattr(&self, ino: u64) -> R<Vec<u8>> {
-        let m = self.lock();
-        let id = m.id(ino)?;
-        let mut list = Vec::new();
-        for k in m.view.get(id).into_iter().flat_map(|r| r.xattrs.keys()) {
-            list.extend_from_slice(k);
-            list.push(0);
-        }
-        Ok(list)
-    }
-
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> R<()> {
-        let name = user_xattr(name).map_err(|_| Errno::ENODATA)?;
-        let mut m = self.lock();
-        let id = m.id(ino)?;
-        if m.deleted_here(id) && !m.view.is_shown(id) {
-            return Err(Errno::ENOENT);
-        }
-        if !m.view.get(id).is_some_and(|r| r.xattrs.contains_key(name)) {
-            return Err(Errno::ENODATA);
-        }
-        m.health.check()?;
-        m.restore_place(id, false);
-        m.queue(Op::delete(node::xattr_key(id, name)));
-        let invals = m.settle(true, &[]);
-        drop(m);
-        self.finish(invals);
-        Ok(())
     }
 }

@@ -361,7 +361,10 @@ impl Model {
 
     /// The access time `id` shows: read here (relatime), or as stored.
     pub fn atime(&self, id: NodeId) -> i64 {
-        let stored = self.view.shown_version(id).map_or(0, |d| if d.atime_ns != 0 { d.atime_ns } else { d.mtime_ns });
+        let stored = self
+            .view
+            .shown_version(id)
+            .map_or(0, |d| if d.atime_ns != 0 { d.atime_ns } else { d.mtime_ns });
         self.atimes.get(&id).map_or(stored, |t| (*t).max(stored))
     }
 
@@ -495,7 +498,10 @@ impl Model {
         let mut out = Vec::new();
         for (dir, name) in &d.names {
             if self.subdirs.contains_key(dir) {
-                let is_dir = self.view.lookup(*dir, name).is_some_and(|c| self.kind(c) == Some(Kind::Dir));
+                let is_dir = self
+                    .view
+                    .lookup(*dir, name)
+                    .is_some_and(|c| self.kind(c) == Some(Kind::Dir));
                 let names = self.subdirs.get_mut(dir).expect("checked");
                 if is_dir {
                     names.insert(name.clone());

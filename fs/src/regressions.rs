@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use store::{Config, Identity, Location, Store};
 
 use crate::inode_map::ROOT_INO;
-use crate::local::SetAttr;
 use crate::model::data_op;
 use crate::node::{self, Kind};
+use crate::setattr::SetAttr;
 use crate::{FsHandle, LatticeFs};
 
 /// `to` takes every entry (and chunk) `from` has that it lacks.
@@ -109,7 +109,19 @@ fn a_directory_never_written_but_named_by_a_written_node_is_written() {
     sync(&peer, &a);
     let w = s.lock().inodes.node(attrs.ino).unwrap();
     // All in one window: D is never written on its own account.
-    let d = s.make(ROOT_INO, b"D", crate::local::New { kind: Kind::Dir, mode: 0o755, target: b"", owner: (0, 0), rdev: 0 }).unwrap();
+    let d = s
+        .make(
+            ROOT_INO,
+            b"D",
+            crate::local::New {
+                kind: Kind::Dir,
+                mode: 0o755,
+                target: b"",
+                owner: (0, 0),
+                rdev: 0,
+            },
+        )
+        .unwrap();
     s.rename(ROOT_INO, b"w", d.ino, b"w", false).unwrap();
     s.remove(d.ino, b"w", false).unwrap();
     s.remove(ROOT_INO, b"D", true).unwrap();

@@ -444,7 +444,9 @@ impl View {
 
     /// Every node, shown or not (deleted ones too), whose place names `dir`.
     pub fn linked(&self, dir: NodeId) -> Vec<NodeId> {
-        self.kids.get(&dir).map_or_else(Vec::new, |k| k.iter().copied().collect())
+        self.kids
+            .get(&dir)
+            .map_or_else(Vec::new, |k| k.iter().copied().collect())
     }
 
     /// Does any node, shown or not, name `id` as its parent?

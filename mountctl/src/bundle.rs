@@ -32,11 +32,18 @@ pub fn write(home: &Home, out: Option<PathBuf>) -> Result<PathBuf> {
     let _ = writeln!(about, "home {}", home.dir.display());
     for (what, cmd) in [("kernel", "uname -a"), ("fuse", "fusermount3 --version")] {
         let got = Command::new("sh").arg("-c").arg(cmd).output();
-        let text = got.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let text = got.map_or_else(
+            |e| e.to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
         let _ = writeln!(about, "{what}: {text}");
     }
     let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
-    let _ = writeln!(about, "user_allow_other in /etc/fuse.conf: {}", conf.lines().any(|l| l.trim() == "user_allow_other"));
+    let _ = writeln!(
+        about,
+        "user_allow_other in /etc/fuse.conf: {}",
+        conf.lines().any(|l| l.trim() == "user_allow_other")
+    );
     std::fs::write(root.join("about.txt"), about)?;
     std::fs::write(root.join("files.txt"), sizes(&home.dir))?;
 
@@ -44,7 +51,8 @@ pub fn write(home: &Home, out: Option<PathBuf>) -> Result<PathBuf> {
         let dir = root.join(format!("share-{}", sd.name));
         std::fs::create_dir(&dir)?;
         for (file, req) in [("status.json", "status"), ("peers.json", "peers")] {
-            let v = crate::ask(home, &sd.name, req).map_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()), |v| format!("{v:#}"));
+            let v = crate::ask(home, &sd.name, req)
+                .map_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()), |v| format!("{v:#}"));
             std::fs::write(dir.join(file), v)?;
         }
         let log = std::fs::read_to_string(sd.log()).unwrap_or_default();

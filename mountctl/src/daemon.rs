@@ -95,7 +95,8 @@ impl Launch {
             .arg(if self.reach.dns { "on" } else { "off" })
             .arg("--lan")
             .arg(if self.reach.lan { "on" } else { "off" });
-        cmd.arg("--allow-other").arg(if self.allow_other { "on" } else { "off" });
+        cmd.arg("--allow-other")
+            .arg(if self.allow_other { "on" } else { "off" });
         if !self.reach.direct {
             cmd.arg("--no-direct");
         }
@@ -299,7 +300,9 @@ async fn start_net(
     let go = |bind| net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), cfg(bind));
     let net = match go(bind).await {
         Err(e) if l.bind.is_none() && kept.is_some() => {
-            tracing::warn!("cannot take this share's port again ({e:#}); taking a new one (peers learn it when they next meet this node)");
+            tracing::warn!(
+                "cannot take this share's port again ({e:#}); taking a new one (peers learn it when they next meet this node)"
+            );
             go(any(0)).await?
         }
         r => r?,
@@ -314,7 +317,13 @@ async fn start_net(
     Ok(net)
 }
 
-async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn Fn(Step) + Send + Sync)) -> Result<Started> {
+async fn start(
+    home: &Home,
+    sd: &ShareDir,
+    dir: &Path,
+    l: &Launch,
+    report: &(dyn Fn(Step) + Send + Sync),
+) -> Result<Started> {
     let me = home.identity()?;
     let mut lock_file = lock(sd)?;
     lock_file.set_len(0)?;
@@ -416,7 +425,12 @@ async fn start(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, report: &(dyn
             );
         }
         let _ = std::fs::remove_file(sd.join_file());
-        tracing::info!(entries = p.entries, chunks = p.chunks, bytes = p.bytes, "joined the share");
+        tracing::info!(
+            entries = p.entries,
+            chunks = p.chunks,
+            bytes = p.bytes,
+            "joined the share"
+        );
     }
     if let Err(e) = directory.publish(&net.addrs()) {
         tracing::warn!("cannot publish this node's addresses: {e}");

@@ -26,7 +26,9 @@ pub fn dot(store: &Store, prefix: Option<&[u8]>, last: usize) -> store::Result<S
         .collect();
     let ids: HashSet<EntryId> = entries.iter().map(|e| e.id).collect();
     let mut colours = BTreeMap::new();
-    let mut out = String::from("digraph lattice {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"monospace\", fontcolor=white];\n");
+    let mut out = String::from(
+        "digraph lattice {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"monospace\", fontcolor=white];\n",
+    );
     for e in &entries {
         let n = colours.len();
         let colour = *colours.entry(e.author).or_insert(PALETTE[n % PALETTE.len()]);

@@ -18,7 +18,11 @@ fn locate(home: &Home, path: &Path) -> Result<(String, PathBuf, String)> {
             return Ok((s.name, mnt, rel));
         }
     }
-    Err(anyhow!("{} is not inside a mount of {}", abs.display(), home.dir.display()))
+    Err(anyhow!(
+        "{} is not inside a mount of {}",
+        abs.display(),
+        home.dir.display()
+    ))
 }
 
 fn hexed(rel: &str) -> String {
@@ -38,12 +42,16 @@ pub fn log(home: &Home, path: &Path, deleted: bool, json: bool) -> Result<()> {
     if deleted {
         let list = v["deleted"].as_array().cloned().unwrap_or_default();
         if list.is_empty() {
-            println!("nothing deleted from {}", mnt.join(rel.trim_start_matches('/')).display());
+            println!(
+                "nothing deleted from {}",
+                mnt.join(rel.trim_start_matches('/')).display()
+            );
         }
         for x in list {
             println!(
                 "{}\tdeleted {}\t{} versions",
-                mnt.join(x["path"].as_str().unwrap_or("?").trim_start_matches('/')).display(),
+                mnt.join(x["path"].as_str().unwrap_or("?").trim_start_matches('/'))
+                    .display(),
                 ago(now.saturating_sub(x["deleted_ms"].as_u64().unwrap_or(0))),
                 x["versions"].as_u64().unwrap_or(0)
             );

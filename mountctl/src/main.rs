@@ -1,11 +1,11 @@
 //! `mountctl`: the Lattice daemon and every user command.
 
-mod control;
-mod dag;
 mod bundle;
+mod control;
 mod daemon;
-mod history;
+mod dag;
 mod directory;
+mod history;
 mod home;
 mod log;
 mod progress;
@@ -250,8 +250,7 @@ impl MountOpts {
 fn allow_other(v: &str) -> Result<bool> {
     let root = unsafe { libc::geteuid() } == 0;
     let permitted = root
-        || std::fs::read_to_string("/etc/fuse.conf")
-            .is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
+        || std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
     match v {
         "auto" => {
             if !permitted {
@@ -261,9 +260,7 @@ fn allow_other(v: &str) -> Result<bool> {
             }
             Ok(permitted)
         }
-        "on" if !permitted => bail!(
-            "--allow-other on needs `user_allow_other` in /etc/fuse.conf (or running as root)"
-        ),
+        "on" if !permitted => bail!("--allow-other on needs `user_allow_other` in /etc/fuse.conf (or running as root)"),
         "on" => Ok(true),
         "off" => Ok(false),
         other => bail!("--allow-other takes auto, on or off, not {other:?}"),
@@ -288,9 +285,13 @@ fn reach(relay: &str, dns: &str, lan: &str, direct: bool) -> Result<net::endpoin
     if !direct && relay == Relay::Off {
         bail!("with no direct paths and no relay, no peer can be reached");
     }
-    Ok(net::endpoint::Reach { relay, dns, lan, direct })
+    Ok(net::endpoint::Reach {
+        relay,
+        dns,
+        lan,
+        direct,
+    })
 }
-
 
 /// `90s`, `30m`, `24h`, `7d` -> milliseconds.
 fn parse_duration(s: &str) -> Result<u64> {
@@ -332,7 +333,12 @@ fn main() {
     // Generated from the definitions above, so they never go stale.
     match &cli.cmd {
         Cmd::Completions { shell } => {
-            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "mountctl", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "mountctl",
+                &mut std::io::stdout(),
+            );
             return;
         }
         Cmd::Man => {
@@ -478,7 +484,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", p.display());
             Ok(())
         }
-        Cmd::Dag { path, last, dot: _, share } => history::dag(&home, path.as_deref(), last, share),
+        Cmd::Dag {
+            path,
+            last,
+            dot: _,
+            share,
+        } => history::dag(&home, path.as_deref(), last, share),
         Cmd::Conflicts { dir, share } => {
             let share = share_of(&home, dir, share)?;
             let v = ask(&home, &share, "conflicts")?;

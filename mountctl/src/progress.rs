@@ -87,11 +87,7 @@ impl Renderer {
         }
         if let Some(s) = last {
             let secs = self.started.elapsed().as_secs_f64();
-            eprintln!(
-                "joined: {} entries, {:.1} MiB in {secs:.1} s",
-                s.entries,
-                mib(s.bytes)
-            );
+            eprintln!("joined: {} entries, {:.1} MiB in {secs:.1} s", s.entries, mib(s.bytes));
         }
     }
 }

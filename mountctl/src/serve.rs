@@ -104,7 +104,9 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
 
 /// A path sent hex-encoded (so that any byte, a space too, crosses the line protocol).
 fn unhex(s: &str) -> String {
-    hex::decode(s).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    hex::decode(s)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// What a history request's errno means to the person who asked.

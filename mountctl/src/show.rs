@@ -50,7 +50,11 @@ pub fn peer_line(p: &serde_json::Value) -> String {
         human_bytes(p["bytes_received"].as_u64().unwrap_or(0)),
     );
     if p["clock_refused"].as_bool() == Some(true) {
-        line += &format!("  CLOCK {} s {}", skew.abs() / 1000, if skew > 0 { "ahead" } else { "behind" });
+        line += &format!(
+            "  CLOCK {} s {}",
+            skew.abs() / 1000,
+            if skew > 0 { "ahead" } else { "behind" }
+        );
     }
     line
 }

@@ -67,7 +67,10 @@ pub async fn bind(
         Relay::Public => RelayMode::Default,
         Relay::Custom(urls) => RelayMode::custom(
             urls.iter()
-                .map(|u| u.parse::<RelayUrl>().with_context(|| format!("{u:?} is not a relay URL")))
+                .map(|u| {
+                    u.parse::<RelayUrl>()
+                        .with_context(|| format!("{u:?} is not a relay URL"))
+                })
                 .collect::<Result<Vec<_>>>()?,
         ),
     };

@@ -62,7 +62,12 @@ pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, 
 }
 
 /// Fetches `hashes` from `peer` over `conn`, verified and durable.
-pub(crate) async fn fetch_chunks(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, hashes: &[ChunkHash]) -> Result<()> {
+pub(crate) async fn fetch_chunks(
+    s: &Arc<Shared>,
+    conn: &Connection,
+    peer: AuthorId,
+    hashes: &[ChunkHash],
+) -> Result<()> {
     let mut groups = hashes.chunks(WANT_PER_REQUEST);
     let mut open = VecDeque::new();
     // The last group's store (verify, write, fsync) runs while the next one

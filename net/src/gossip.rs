@@ -14,8 +14,8 @@ use iroh_gossip::api::{Event, GossipReceiver, GossipSender};
 use iroh_gossip::{Gossip, TopicId};
 use n0_future::StreamExt;
 use prost::Message;
-use store::{AuthorId, Outcome};
 use std::collections::BTreeMap;
+use store::{AuthorId, Outcome};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 

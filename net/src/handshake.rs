@@ -99,7 +99,8 @@ pub(crate) fn learn(s: &Shared, peer: AuthorId, conn: &Connection, h: &wire::Hel
         }
     }
     endpoint::remember(&s.lookup, peer.0, &seen);
-    let skew = (h.clock_ms as i128 - store::hlc::wall_ms() as i128).clamp(i64::MIN as i128 + 1, i64::MAX as i128) as i64;
+    let skew =
+        (h.clock_ms as i128 - store::hlc::wall_ms() as i128).clamp(i64::MIN as i128 + 1, i64::MAX as i128) as i64;
     let before = s.peers.contact(peer, from_wire(&h.frontier), seen, skew);
     let bound = s.cfg.max_drift.as_millis() as i64;
     if skew.unsigned_abs() > bound.unsigned_abs() && before.unsigned_abs() <= bound.unsigned_abs() {
@@ -147,7 +148,14 @@ impl ProtocolHandler for SyncProtocol {
     }
 }
 
-async fn refuse(s: &Shared, peer: AuthorId, send: &mut SendStream, conn: &Connection, reason: String, evidence: Vec<Vec<u8>>) {
+async fn refuse(
+    s: &Shared,
+    peer: AuthorId,
+    send: &mut SendStream,
+    conn: &Connection,
+    reason: String,
+    evidence: Vec<Vec<u8>>,
+) {
     tracing::warn!("refused a sync session: {reason}");
     let r = wire::Refused {
         reason: reason.clone(),
@@ -180,7 +188,15 @@ async fn accept_hello(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Res
         return Ok(false);
     }
     if h.share != s.store.share_id().0 {
-        refuse(s, peer, &mut tx, conn, "this peer does not hold that share".into(), Vec::new()).await;
+        refuse(
+            s,
+            peer,
+            &mut tx,
+            conn,
+            "this peer does not hold that share".into(),
+            Vec::new(),
+        )
+        .await;
         return Ok(false);
     }
     if s.dir.role(&peer).is_none() {

@@ -347,7 +347,10 @@ impl Net {
             return Err(Refused(refusals.join("; ")).into());
         }
         refusals.extend(unreachable);
-        anyhow::bail!("no member named in the ticket admitted this node ({})", refusals.join("; "))
+        anyhow::bail!(
+            "no member named in the ticket admitted this node ({})",
+            refusals.join("; ")
+        )
     }
 
     /// One sync session with `peer` now; entries applied.

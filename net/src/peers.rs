@@ -175,7 +175,10 @@ impl Peers {
                     addrs,
                     online: p.is_some_and(|p| p.gossip_up || p.last_contact.is_some_and(|t| t.elapsed() < ONLINE)),
                     last_sync_ms: p.and_then(|p| p.last_sync_ms),
-                    pending: p.map_or_else(|| mine.values().fold(0u64, |a, b| a.saturating_add(*b)), |p| missing(mine, &p.frontier)),
+                    pending: p.map_or_else(
+                        || mine.values().fold(0u64, |a, b| a.saturating_add(*b)),
+                        |p| missing(mine, &p.frontier),
+                    ),
                     behind: p.map_or(0, |p| missing(&p.frontier, mine)),
                     failures: p.map_or(0, |p| p.failures),
                     bytes_sent: p.map_or(0, |p| p.bytes_sent),

@@ -232,8 +232,13 @@ mod tests {
 
         // A first frame is held to the smaller limit.
         let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&((MAX_FIRST_FRAME + 1) as u32).to_be_bytes()).await.unwrap();
-        assert!(matches!(read_max(&mut b, MAX_FIRST_FRAME).await, Err(WireError::TooLarge(_))));
+        a.write_all(&((MAX_FIRST_FRAME + 1) as u32).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_max(&mut b, MAX_FIRST_FRAME).await,
+            Err(WireError::TooLarge(_))
+        ));
 
         // A length that claims more than arrives: an error once the stream
         // ends, and nothing allocated beyond what came.

@@ -262,8 +262,8 @@ async fn all_interfaces_advertise_dialable_addresses() {
             &lookup,
             NoHooks,
         )
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         let to = iroh::EndpointAddr::new(key).with_ip_addr(*addr);
         let conn = tokio::time::timeout(Duration::from_secs(5), dialer.connect(to, net::SYNC_ALPN))
             .await
@@ -327,9 +327,15 @@ async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
     // got a byte back.
     let attack = move |kind: u8| async move {
         let lookup = iroh::address_lookup::MemoryLookup::new();
-        let ep = net::endpoint::bind(rand::random(), "127.0.0.1:0".parse().unwrap(), &Default::default(), &lookup, NoHooks)
-            .await
-            .unwrap();
+        let ep = net::endpoint::bind(
+            rand::random(),
+            "127.0.0.1:0".parse().unwrap(),
+            &Default::default(),
+            &lookup,
+            NoHooks,
+        )
+        .await
+        .unwrap();
         let to = iroh::EndpointAddr::new(key).with_ip_addr(addr);
         let mut answered = false;
         if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN)).await

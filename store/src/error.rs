@@ -37,7 +37,12 @@ pub enum Refusal {
     #[error("entry refers to content chunk {0} that is not here yet")]
     MissingContent(ChunkHash),
     #[error("entry seq {seq} of author {author} is more than {max} ahead of the {last} held here: not parked")]
-    TooFarAhead { author: AuthorId, seq: u64, last: u64, max: u64 },
+    TooFarAhead {
+        author: AuthorId,
+        seq: u64,
+        last: u64,
+        max: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

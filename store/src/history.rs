@@ -30,7 +30,9 @@ impl Store {
             from = last + 1;
             for (_, bytes) in &batch {
                 // Verified when stored; a damaged one is skipped, not fatal.
-                let Ok(e) = Entry::decode_unverified(bytes) else { continue };
+                let Ok(e) = Entry::decode_unverified(bytes) else {
+                    continue;
+                };
                 for op in e.ops.iter().filter(|op| wanted(&op.key)) {
                     out.push(KeyWrite {
                         entry: e.id,
@@ -57,7 +59,9 @@ impl Store {
             let Some((end, _)) = batch.last() else { break };
             from = end + 1;
             for (_, bytes) in &batch {
-                let Ok(e) = Entry::decode_unverified(bytes) else { continue };
+                let Ok(e) = Entry::decode_unverified(bytes) else {
+                    continue;
+                };
                 if wanted(&e) {
                     out.push_back(e);
                     if out.len() > last {
@@ -80,7 +84,13 @@ mod tests {
     fn a_keys_writes_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let id = Identity::generate();
-        let s = Store::create_share(Location::File(&dir.path().join("s.redb")), id, Config::default(), vec![]).unwrap();
+        let s = Store::create_share(
+            Location::File(&dir.path().join("s.redb")),
+            id,
+            Config::default(),
+            vec![],
+        )
+        .unwrap();
         s.write(vec![Op::put("a", "1"), Op::put("b", "x")]).unwrap();
         s.write(vec![Op::put("a", "2")]).unwrap();
         s.write(vec![Op::delete("a")]).unwrap();

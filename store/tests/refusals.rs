@@ -267,7 +267,18 @@ fn an_entry_too_far_ahead_is_refused_not_parked() {
     assert!(matches!(out[0], Outcome::Orphaned(_)), "{out:?}");
     // seq 5 is not: refused, and nothing is kept of it.
     let r = refused(&a, chain[4].clone());
-    assert!(matches!(r, Refusal::TooFarAhead { seq: 5, last: 0, max: 3, .. }), "{r}");
+    assert!(
+        matches!(
+            r,
+            Refusal::TooFarAhead {
+                seq: 5,
+                last: 0,
+                max: 3,
+                ..
+            }
+        ),
+        "{r}"
+    );
     assert!(r.to_string().contains("not parked"));
     assert_eq!(a.orphan_count().unwrap(), 1);
     // In order, everything applies.

@@ -140,7 +140,9 @@ pub fn mountctl_env(home: &Path, args: &[&OsStr], env: &[(&str, &str)], timeout:
     cmd.arg("--home").arg(home).args(args).env_remove("LATTICE_HOME");
     // No relays and no public address lookup: this machine has no internet,
     // and peers dial each other on loopback. A test that wants them says so.
-    cmd.env("LATTICE_RELAY", "off").env("LATTICE_DNS", "off").env("LATTICE_LAN", "off");
+    cmd.env("LATTICE_RELAY", "off")
+        .env("LATTICE_DNS", "off")
+        .env("LATTICE_LAN", "off");
     for (k, v) in env {
         cmd.env(k, v);
     }
