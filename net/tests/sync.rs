@@ -383,3 +383,66 @@ async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
     assert!(a.store.frontier().is_ok(), "the store still answers");
     b.net.shutdown().await;
 }
+
+/// A member that breaks the protocol (garbage where a hello belongs, then
+/// a frame far over the limit) gets its link cut and nothing else: the store
+/// is untouched and the node goes on syncing with its honest members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_speaking_garbage_is_cut_off_and_nothing_changes() {
+    let oid = Identity::generate();
+    let os = Store::create_share(
+        Location::Memory,
+        oid.clone(),
+        enforcing(),
+        vec![Op::put(peer_key(&oid.author()), "owner")],
+    )
+    .unwrap();
+    let a = start(os, &oid).await;
+    publish_addrs(&a);
+    let (b, _) = joiner(&a, &invite(&a, "writer", 60_000)).await;
+    publish_addrs(&b);
+    let (_c, cid) = joiner(&a, &invite(&a, "writer", 60_000)).await;
+    let before = a.store.frontier().unwrap();
+
+    // C's own key, C's protocol, C's garbage.
+    let key = iroh::PublicKey::from_bytes(&a.store.author().0).unwrap();
+    let addr: SocketAddr = a.net.addrs()[0].parse().unwrap();
+    for junk in [
+        (0..2048).map(|_| rand::random::<u8>()).collect::<Vec<u8>>(),
+        ((64u32 << 20).to_be_bytes()).to_vec(),
+    ] {
+        let lookup = iroh::address_lookup::MemoryLookup::new();
+        let ep = net::endpoint::bind(
+            cid.secret_bytes(),
+            "127.0.0.1:0".parse().unwrap(),
+            &Default::default(),
+            &lookup,
+            NoHooks,
+        )
+        .await
+        .unwrap();
+        let to = iroh::EndpointAddr::new(key).with_ip_addr(addr);
+        let conn = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN))
+            .await
+            .expect("a member is let in")
+            .expect("a member is let in");
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        let _ = tx.write_all(&junk).await;
+        let _ = tx.finish();
+        let mut buf = vec![0u8; 1 << 16];
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.read(&mut buf)).await;
+        // Cut off: the stream or the connection ends; no hello, no entries.
+        assert!(
+            matches!(got, Ok(Ok(None)) | Ok(Err(_))),
+            "the node answered garbage: {got:?}"
+        );
+        ep.close().await;
+    }
+    assert_eq!(a.store.frontier().unwrap(), before, "garbage changed the store");
+    // The honest member still gets every write.
+    a.store.write(vec![Op::put("after", "garbage")]).unwrap();
+    eventually("a write reaches B after the garbage", || {
+        b.store.get(b"after").ok().flatten().is_some()
+    })
+    .await;
+}
