@@ -82,17 +82,19 @@ impl Shared {
         Ok(id)
     }
 
+    /// The shown directory a path's last name is in, and that name;
+    /// `root` is the error for the root itself (no name).
+    fn place_at(&self, path: &str, root: Errno) -> R<(NodeId, Vec<u8>)> {
+        let all = parts(path);
+        let (name, dirs) = all.split_last().ok_or(root)?;
+        let dirs: Vec<_> = dirs.iter().map(|p| String::from_utf8_lossy(p)).collect();
+        Ok((self.dir_at(&dirs.join("/"))?, name.to_vec()))
+    }
+
     /// The file at `path`: the one shown, else the last one deleted there.
     fn file_at(&self, path: &str) -> R<NodeId> {
-        let all = parts(path);
-        let (name, dirs) = all.split_last().ok_or(Errno::EISDIR)?;
-        let dir = self.dir_at(
-            &dirs
-                .iter()
-                .map(|p| String::from_utf8_lossy(p))
-                .collect::<Vec<_>>()
-                .join("/"),
-        )?;
+        let (dir, name) = self.place_at(path, Errno::EISDIR)?;
+        let name = name.as_slice();
         let m = self.lock();
         let id = m.view.lookup(dir, name).or_else(|| {
             m.view
@@ -199,15 +201,8 @@ impl Shared {
         let (target, written) = match to {
             Some(to) => {
                 drop(m);
-                let all = parts(to);
-                let (name, dirs) = all.split_last().ok_or(Errno::EINVAL)?;
-                let dir = self.dir_at(
-                    &dirs
-                        .iter()
-                        .map(|p| String::from_utf8_lossy(p))
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                )?;
+                let (dir, name) = self.place_at(to, Errno::EINVAL)?;
+                let name = name.as_slice();
                 m = self.lock();
                 let attr = m.view.get(id).and_then(|r| r.attr.clone()).ok_or(Errno::ENOENT)?;
                 let new = New {

@@ -42,9 +42,24 @@ impl Shared {
             return;
         }
         let matcher = now.and_then(|(id, _)| {
-            let (_, manifest) = self.current_content(id).ok()?;
+            // Said once per version of the file (the version is cached even
+            // when it cannot be read): until then, nothing is ignored.
+            let unreadable = |e: &dyn std::fmt::Display| {
+                tracing::error!(
+                    "cannot read {}: nothing is ignored until it can be read: {e}",
+                    String::from_utf8_lossy(FILE_NAME)
+                )
+            };
+            let (_, manifest) = self
+                .current_content(id)
+                .map_err(|e| unreadable(&std::io::Error::from_raw_os_error(e.0)))
+                .ok()?;
             let mut buf = vec![0u8; manifest.size().min(1 << 20) as usize];
-            let n = self.store.read_content(&manifest, 0, &mut buf).ok()?;
+            let n = self
+                .store
+                .read_content(&manifest, 0, &mut buf)
+                .map_err(|e| unreadable(&e))
+                .ok()?;
             let mut b = GitignoreBuilder::new("/");
             for line in String::from_utf8_lossy(&buf[..n]).lines() {
                 if let Err(e) = b.add_line(None, line) {

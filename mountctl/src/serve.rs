@@ -109,6 +109,18 @@ fn unhex(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Runs a history question (a read of the whole log) off the async workers;
+/// its failure as the reply to send.
+async fn blocking_history<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, fs::errno::Errno> + Send + 'static,
+) -> Result<T, Value> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(history_error(e))),
+        Err(e) => Err(err(e)),
+    }
+}
+
 /// What a history request's errno means to the person who asked.
 fn history_error(e: fs::errno::Errno) -> String {
     match e.0 {
@@ -206,8 +218,8 @@ async fn answer(d: &Daemon, req: &str) -> Value {
         ["peers"] => json!({ "peers": peers(d).await }),
         ["log", path] => {
             let (fs, path) = (d.fs.clone(), unhex(path));
-            match tokio::task::spawn_blocking(move || fs.log(&path)).await {
-                Ok(Ok(vs)) => {
+            match blocking_history(move || fs.log(&path)).await {
+                Ok(vs) => {
                     let list: Vec<Value> = vs
                         .into_iter()
                         .map(|v| {
@@ -218,31 +230,28 @@ async fn answer(d: &Daemon, req: &str) -> Value {
                         .collect();
                     json!({ "dir": d.dir, "versions": list })
                 }
-                Ok(Err(e)) => err(history_error(e)),
-                Err(e) => err(e),
+                Err(e) => e,
             }
         }
         ["deleted", path] => {
             let (fs, path) = (d.fs.clone(), unhex(path));
-            match tokio::task::spawn_blocking(move || fs.deleted(&path)).await {
-                Ok(Ok(list)) => {
+            match blocking_history(move || fs.deleted(&path)).await {
+                Ok(list) => {
                     let list: Vec<Value> = list
                         .into_iter()
                         .map(|x| json!({ "path": x.path, "deleted_ms": x.at_ms, "versions": x.versions }))
                         .collect();
                     json!({ "dir": d.dir, "deleted": list })
                 }
-                Ok(Err(e)) => err(history_error(e)),
-                Err(e) => err(e),
+                Err(e) => e,
             }
         }
         ["restore", path, entry, to @ ..] if to.len() <= 1 => {
             let (fs, path, entry) = (d.fs.clone(), unhex(path), entry.to_string());
             let to = to.first().map(|t| unhex(t));
-            match tokio::task::spawn_blocking(move || fs.restore(&path, &entry, to.as_deref())).await {
-                Ok(Ok(written)) => json!({ "dir": d.dir, "restored": written }),
-                Ok(Err(e)) => err(history_error(e)),
-                Err(e) => err(e),
+            match blocking_history(move || fs.restore(&path, &entry, to.as_deref())).await {
+                Ok(written) => json!({ "dir": d.dir, "restored": written }),
+                Err(e) => e,
             }
         }
         ["dag", path, last] => {

@@ -93,6 +93,19 @@ async fn start(store: Store, id: &Identity) -> Node {
     Node { store, net }
 }
 
+/// A new share's first node, its owner.
+async fn owner() -> Node {
+    let id = Identity::generate();
+    let s = Store::create_share(
+        Location::Memory,
+        id.clone(),
+        enforcing(),
+        vec![Op::put(peer_key(&id.author()), "owner")],
+    )
+    .unwrap();
+    start(s, &id).await
+}
+
 fn publish_addrs(n: &Node) {
     let addrs: Vec<String> = n.net.addrs().iter().map(|a| a.to_string()).collect();
     n.store
@@ -138,15 +151,7 @@ async fn joiner(owner: &Node, t: &Ticket) -> (Node, Identity) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_join_live_push_and_refusals() {
-    let oid = Identity::generate();
-    let os = Store::create_share(
-        Location::Memory,
-        oid.clone(),
-        enforcing(),
-        vec![Op::put(peer_key(&oid.author()), "owner")],
-    )
-    .unwrap();
-    let a = start(os, &oid).await;
+    let a = owner().await;
     publish_addrs(&a);
     let data = vec![9u8; 300_000];
     let m = a.store.put_content(&mut data.as_slice()).unwrap();
@@ -306,15 +311,7 @@ fn interface_ipv4s() -> Vec<std::net::IpAddr> {
 /// syncing (its latency is measured during the attack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
-    let oid = Identity::generate();
-    let os = Store::create_share(
-        Location::Memory,
-        oid.clone(),
-        enforcing(),
-        vec![Op::put(peer_key(&oid.author()), "owner")],
-    )
-    .unwrap();
-    let a = Arc::new(start(os, &oid).await);
+    let a = Arc::new(owner().await);
     publish_addrs(&a);
     let t = invite(&a, "writer", 60_000);
     let (b, _) = joiner(&a, &t).await;
@@ -389,15 +386,7 @@ async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
 /// is untouched and the node goes on syncing with its honest members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_speaking_garbage_is_cut_off_and_nothing_changes() {
-    let oid = Identity::generate();
-    let os = Store::create_share(
-        Location::Memory,
-        oid.clone(),
-        enforcing(),
-        vec![Op::put(peer_key(&oid.author()), "owner")],
-    )
-    .unwrap();
-    let a = start(os, &oid).await;
+    let a = owner().await;
     publish_addrs(&a);
     let (b, _) = joiner(&a, &invite(&a, "writer", 60_000)).await;
     publish_addrs(&b);

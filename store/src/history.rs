@@ -19,57 +19,52 @@ pub struct KeyWrite {
 }
 
 impl Store {
+    /// Calls `f` with every durable entry, in log order. An entry was
+    /// verified when it was stored; one that no longer decodes is skipped.
+    fn each_entry(&self, f: &mut dyn FnMut(Entry)) -> Result<()> {
+        let mut from = 0;
+        loop {
+            let batch = self.log_since(from, 1024)?;
+            let Some((last, _)) = batch.last() else { return Ok(()) };
+            from = last + 1;
+            for (_, bytes) in &batch {
+                if let Ok(e) = Entry::decode_unverified(bytes) {
+                    f(e);
+                }
+            }
+        }
+    }
+
     /// Every write of a key `wanted` accepts, oldest first (by HLC, then
     /// author and entry: the order every peer computes).
     pub fn history(&self, wanted: &dyn Fn(&[u8]) -> bool) -> Result<Vec<KeyWrite>> {
         let mut out = Vec::new();
-        let mut from = 0;
-        loop {
-            let batch = self.log_since(from, 1024)?;
-            let Some((last, _)) = batch.last() else { break };
-            from = last + 1;
-            for (_, bytes) in &batch {
-                // Verified when stored; a damaged one is skipped, not fatal.
-                let Ok(e) = Entry::decode_unverified(bytes) else {
-                    continue;
-                };
-                for op in e.ops.iter().filter(|op| wanted(&op.key)) {
-                    out.push(KeyWrite {
-                        entry: e.id,
-                        author: e.author,
-                        hlc: e.hlc,
-                        key: op.key.clone(),
-                        value: op.value.clone(),
-                    });
-                }
+        self.each_entry(&mut |e| {
+            for op in e.ops.iter().filter(|op| wanted(&op.key)) {
+                out.push(KeyWrite {
+                    entry: e.id,
+                    author: e.author,
+                    hlc: e.hlc,
+                    key: op.key.clone(),
+                    value: op.value.clone(),
+                });
             }
-        }
+        })?;
         out.sort_by_key(|w| (w.hlc, w.author, w.entry));
         Ok(out)
     }
-}
 
-impl Store {
     /// The newest `last` entries `wanted` accepts, oldest first.
     pub fn entries_where(&self, wanted: &dyn Fn(&Entry) -> bool, last: usize) -> Result<Vec<Entry>> {
         let mut out = std::collections::VecDeque::new();
-        let mut from = 0;
-        loop {
-            let batch = self.log_since(from, 1024)?;
-            let Some((end, _)) = batch.last() else { break };
-            from = end + 1;
-            for (_, bytes) in &batch {
-                let Ok(e) = Entry::decode_unverified(bytes) else {
-                    continue;
-                };
-                if wanted(&e) {
-                    out.push_back(e);
-                    if out.len() > last {
-                        out.pop_front();
-                    }
+        self.each_entry(&mut |e| {
+            if wanted(&e) {
+                out.push_back(e);
+                if out.len() > last {
+                    out.pop_front();
                 }
             }
-        }
+        })?;
         let mut out: Vec<Entry> = out.into();
         out.sort_by_key(|e| (e.hlc, e.author, e.id));
         Ok(out)
