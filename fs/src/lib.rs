@@ -300,6 +300,13 @@ impl FsView {
         Some(id)
     }
 
+    /// Writes the changes waiting in the group-commit window now, so that
+    /// what a caller reads from the store next includes every file closed
+    /// before this call. Waits for a commit already under way.
+    pub fn write_pending(&self) -> Result<(), String> {
+        self.0.flush_now(false).map_err(|e| format!("{e:?}"))
+    }
+
     /// How many nodes live on this machine only (`.latticeignore`d, sockets).
     pub fn local_only(&self) -> usize {
         self.0.lock().local.len()

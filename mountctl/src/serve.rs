@@ -447,6 +447,10 @@ fn clock_warning(d: &Daemon, peers: &[Value]) -> Option<String> {
 }
 
 async fn status(d: &Daemon) -> Value {
+    // The frontier is a promise ("these entries are held"): everything closed
+    // before `status` was asked counts, not only what the last window wrote.
+    let fs = d.fs.clone();
+    let _ = tokio::task::spawn_blocking(move || fs.write_pending()).await;
     let s = &d.store;
     let frontier = s.frontier().unwrap_or_default();
     let entries: u64 = frontier.values().map(|v| v.0).sum();
