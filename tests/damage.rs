@@ -132,7 +132,9 @@ fn a_cut_tail_is_fetched_back_before_the_node_writes_again() {
     // Close does not wait for the group commit, so equal frontiers alone
     // could be the ones from before `after.txt` was written: wait for B to
     // show it, then for the stores to agree.
-    eventually("B shows after.txt", || fs::read(b.p("after.txt")).is_ok_and(|d| d == b"new"));
+    eventually("B shows after.txt", || {
+        fs::read(b.p("after.txt")).is_ok_and(|d| d == b"new")
+    });
     same_entries(&[&a, &b]);
     assert_eq!(read(&a.p("after.txt")), b"new");
     assert_eq!(read(&a.p(marker)), b"last");

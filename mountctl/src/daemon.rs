@@ -295,6 +295,8 @@ async fn start_net(
         anti_entropy: l.sync_interval,
         max_drift: Duration::from_millis(store.config().max_drift_ms),
         reach: l.reach.clone(),
+        // A test hook, like LATTICE_TEST_CLOCK_OFFSET_MS: never on for real use.
+        faults: std::env::var("LATTICE_TEST_FAULTS").is_ok_and(|v| v == "1"),
         ..net::Config::default()
     };
     let go = |bind| net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), cfg(bind));

@@ -149,10 +149,13 @@ enum Cmd {
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
-    /// Cut this node off the network, or plug it back (for partition tests).
+    /// Cut this node off the network, or plug it back (for partition tests):
+    /// `off`, `on`; with LATTICE_TEST_FAULTS=1 also `cut ID`, `heal [ID]`,
+    /// `gossip loss=PCT dup=PCT reorder=PCT delay=MS`.
     #[command(hide = true)]
     Net {
-        state: String,
+        #[arg(required = true, num_args = 1..)]
+        state: Vec<String>,
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
@@ -535,7 +538,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Net { state, share } => {
-            ask(&home, &share, &format!("net {state}"))?;
+            ask(&home, &share, &format!("net {}", state.join(" ")))?;
             Ok(())
         }
         Cmd::Unmount { dir } => unmount(&home, &dir),

@@ -337,6 +337,21 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             d.net.set_paused(false);
             json!({ "ok": true })
         }
+        ["net", "cut" | "heal", id] => {
+            let cut = words[1] == "cut";
+            match member_by_prefix(d, id).and_then(|id| d.net.cut(id, cut)) {
+                Ok(()) => json!({ "ok": true }),
+                Err(e) => err(e),
+            }
+        }
+        ["net", "heal"] => match d.net.heal_all() {
+            Ok(()) => json!({ "ok": true }),
+            Err(e) => err(e),
+        },
+        ["net", "gossip", faults @ ..] => match gossip_faults(faults).and_then(|g| d.net.set_gossip_faults(g)) {
+            Ok(()) => json!({ "ok": true }),
+            Err(e) => err(e),
+        },
         _ => err(format!("unknown request {req:?}")),
     }
 }
@@ -486,4 +501,23 @@ async fn status(d: &Daemon) -> Value {
         "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
     })
+}
+
+/// `loss=PCT dup=PCT reorder=PCT delay=MS` (any subset; the rest are 0).
+fn gossip_faults(words: &[&str]) -> Result<net::GossipFaults, String> {
+    let mut g = net::GossipFaults::default();
+    for w in words {
+        let bad = || format!("{w:?}: expected loss=PCT, dup=PCT, reorder=PCT or delay=MS");
+        let (k, v) = w.split_once('=').ok_or_else(bad)?;
+        let n: u64 = v.parse().map_err(|_| bad())?;
+        let pct = || u8::try_from(n).ok().filter(|p| *p <= 100).ok_or_else(bad);
+        match k {
+            "loss" => g.loss = pct()?,
+            "dup" => g.duplicate = pct()?,
+            "reorder" => g.reorder = pct()?,
+            "delay" => g.delay = std::time::Duration::from_millis(n),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(g)
 }

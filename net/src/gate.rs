@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use iroh::endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, VarInt, WeakConnectionHandle};
 
+use crate::faults::Faults;
 use crate::{Directory, author_id, handshake};
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct Gate(Arc<Inner>);
 
 struct Inner {
     dir: Arc<dyn Directory>,
+    /// A test's cuts: no connection with a cut peer, on any protocol.
+    faults: Arc<Faults>,
     /// Connections with members. Invariant: a connection is added under this
     /// lock only after its peer was found a member under it, and removals
     /// check membership under it too, so a removal cannot slip between the
@@ -40,9 +43,10 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Gate {
-    pub fn new(dir: Arc<dyn Directory>) -> Gate {
+    pub fn new(dir: Arc<dyn Directory>, faults: Arc<Faults>) -> Gate {
         Gate(Arc::new(Inner {
             dir,
+            faults,
             conns: Mutex::new(Vec::new()),
         }))
     }
@@ -69,6 +73,26 @@ impl Gate {
 }
 
 impl Gate {
+    /// Closes every open connection with `peer` (a test cut it off).
+    pub fn close_peer(&self, peer: &store::AuthorId) {
+        let gone: Vec<_> = {
+            let mut conns = self.0.conns.lock().unwrap();
+            let mut gone = Vec::new();
+            conns.retain(|w| match w.upgrade() {
+                Some(c) if author_id(&c.remote_id()) == *peer => {
+                    gone.push(c);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            gone
+        };
+        for c in gone {
+            c.close(VarInt::from_u32(handshake::CODE_REFUSED), b"cut");
+        }
+    }
+
     /// A joiner was admitted on `conn`: from now on it is cut off like any
     /// member's if it is removed.
     pub fn admitted(&self, conn: &Connection) {
@@ -83,6 +107,12 @@ impl Gate {
 impl EndpointHooks for Gate {
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         let peer = author_id(&conn.remote_id());
+        if self.0.faults.is_cut(&peer) {
+            return AfterHandshakeOutcome::Reject {
+                error_code: VarInt::from_u32(handshake::CODE_REFUSED),
+                reason: b"cut".to_vec(),
+            };
+        }
         let mut conns = self.0.conns.lock().unwrap();
         let member = self.0.dir.role(&peer).is_some();
         if !member && conn.alpn() == iroh_gossip::ALPN {

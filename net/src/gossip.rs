@@ -14,10 +14,11 @@ use iroh_gossip::api::{Event, GossipReceiver, GossipSender};
 use iroh_gossip::{Gossip, TopicId};
 use n0_future::StreamExt;
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use store::{AuthorId, Outcome};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::wire::Announce;
 use crate::{Ask, Shared, author_id, endpoint_id, fetch, handshake};
@@ -38,7 +39,7 @@ pub(crate) struct Guarded {
 
 impl ProtocolHandler for Guarded {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        if self.shared.paused() {
+        if self.shared.cut_off(&author_id(&conn.remote_id())) {
             conn.close(VarInt::from_u32(handshake::CODE_REFUSED), b"peer is offline");
             return Ok(());
         }
@@ -113,9 +114,15 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
     }
 }
 
-/// An announced entry waiting to be taken: its author, the neighbour that
-/// delivered it, and its bytes (empty when it did not fit in a message).
-type Announced = (AuthorId, AuthorId, Vec<u8>);
+/// An announced entry waiting to be taken: its author and sequence number,
+/// the neighbour that delivered it, and its bytes (empty when it did not fit
+/// in a message).
+type Announced = (AuthorId, u64, AuthorId, Vec<u8>);
+
+/// How often, and how long, an announced entry not yet held is asked for
+/// again: at 0.5, 1, 2, 4, 8 and 16 s after it came.
+const RETRIES: u32 = 6;
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Announcements waiting for the taker; past this, they are dropped and a
 /// sync with their source repairs what they carried.
@@ -151,18 +158,12 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
             }
             Event::Received(m) if !s.paused() => {
                 let from = author_id(&m.delivered_from);
-                s.peers.received(from, m.content.len());
-                let Ok(a) = Announce::decode(m.content.as_ref()) else {
-                    continue;
-                };
-                let Some(author) = AuthorId::from_slice(&a.author) else {
-                    continue;
-                };
-                if author == s.me {
+                if s.faults.is_cut(&from) {
                     continue;
                 }
-                if queue.try_send((author, from, a.entry)).is_err() {
-                    let _ = s.asks.send(Ask::Pull(from));
+                for content in s.faults.gossip(m.content).await {
+                    s.peers.received(from, content.len());
+                    queue_announced(&s, &queue, from, &content);
                 }
             }
             _ => {}
@@ -170,12 +171,73 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
     }
 }
 
+/// Queues one announcement delivered by `from` for the taker; when the queue
+/// is full, a sync with `from` stands in for it.
+fn queue_announced(s: &Shared, queue: &mpsc::Sender<Announced>, from: AuthorId, content: &[u8]) {
+    let Ok(a) = Announce::decode(content) else {
+        return;
+    };
+    let Some(author) = AuthorId::from_slice(&a.author) else {
+        return;
+    };
+    if author != s.me && queue.try_send((author, a.seq, from, a.entry)).is_err() {
+        let _ = s.asks.send(Ask::Pull(from));
+    }
+}
+
 /// Takes announced entries in groups: whatever arrived while the last group
 /// was taken is fetched and ingested together, with one fsync.
+///
+/// An announcement can outrun what it announces: a neighbour relays it
+/// before it has taken the entry itself (in a chain A-B-C where A and C never
+/// meet, C hears of A's entry through B while B is still fetching it). So
+/// an announced entry not held after the group is asked for again from its
+/// deliverers, with backoff, until it is held or [`RETRIES`] ran out (the
+/// anti-entropy round repairs the rest).
 async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Announced>) {
     let mut group = Vec::new();
-    while taken.recv_many(&mut group, 256).await > 0 {
-        take(&s, std::mem::take(&mut group)).await;
+    // (author, seq) -> (who to ask, retries done, when next)
+    let mut waiting: HashMap<(AuthorId, u64), (BTreeSet<AuthorId>, u32, Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(FIRST_RETRY);
+    loop {
+        tokio::select! {
+            n = taken.recv_many(&mut group, 256) => {
+                if n == 0 {
+                    return;
+                }
+                let announced: Vec<_> = group.iter().map(|(a, seq, from, _)| (*a, *seq, *from)).collect();
+                take(&s, std::mem::take(&mut group)).await;
+                let next = Instant::now() + FIRST_RETRY;
+                for (author, seq, from) in announced {
+                    if waiting.len() < QUEUE {
+                        let w = waiting.entry((author, seq)).or_insert_with(|| (BTreeSet::new(), 0, next));
+                        w.0.insert(from);
+                        if s.dir.role(&author).is_some() {
+                            w.0.insert(author);
+                        }
+                    }
+                }
+            }
+            _ = tick.tick(), if !waiting.is_empty() => {}
+        }
+        let store = s.store.clone();
+        let Ok(Ok(held)) = tokio::task::spawn_blocking(move || store.frontier()).await else {
+            continue;
+        };
+        let now = Instant::now();
+        waiting.retain(|(author, seq), (ask, tries, when)| {
+            if held.get(author).is_some_and(|(h, _)| h >= seq) || *tries >= RETRIES {
+                return false;
+            }
+            if *when <= now {
+                for peer in ask.iter() {
+                    let _ = s.asks.send(Ask::Pull(*peer));
+                }
+                *tries += 1;
+                *when = now + FIRST_RETRY * 2u32.pow(*tries);
+            }
+            true
+        });
     }
 }
 
@@ -184,20 +246,29 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
     if s.paused() {
         return;
     }
-    // Content comes from the author when it is a member, else from whoever
-    // delivered the announcement.
-    let mut by_source: BTreeMap<AuthorId, Vec<Vec<u8>>> = BTreeMap::new();
-    for (author, from, entry) in group {
-        let source = if s.dir.role(&author).is_some() { author } else { from };
+    // Content comes from the author when it is a member we can reach, else
+    // from whoever delivered the announcement. When that fails, a sync with
+    // the deliverer stands in too: it holds what it passed on, even where
+    // the author is out of reach (a chain A-B-C where A and C never meet).
+    let mut by_source: BTreeMap<AuthorId, (Vec<Vec<u8>>, BTreeSet<AuthorId>)> = BTreeMap::new();
+    for (author, _, from, entry) in group {
+        let source = if s.dir.role(&author).is_some() && !s.cut_off(&author) {
+            author
+        } else {
+            from
+        };
         if entry.is_empty() {
             let _ = s.asks.send(Ask::Pull(source));
+            let _ = s.asks.send(Ask::Pull(from));
         } else {
-            by_source.entry(source).or_default().push(entry);
+            let (entries, deliverers) = by_source.entry(source).or_default();
+            entries.push(entry);
+            deliverers.insert(from);
         }
     }
     let mut ready = Vec::new();
     let mut sources = Vec::new();
-    for (source, entries) in by_source {
+    for (source, (entries, deliverers)) in by_source {
         let fetched = async {
             let missing = s.store.missing_refs(&entries)?;
             if !missing.is_empty() {
@@ -213,7 +284,9 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             }
             Err(e) => {
                 tracing::debug!(peer = %source.short(), "cannot fetch announced content: {e:#}");
-                let _ = s.asks.send(Ask::Pull(source));
+                for peer in deliverers.into_iter().chain([source]) {
+                    let _ = s.asks.send(Ask::Pull(peer));
+                }
             }
         }
     }
@@ -265,6 +338,7 @@ async fn meet(s: Arc<Shared>, tx: GossipSender, _gossip: Gossip) {
             .filter(|id| known.insert(*id) || (retry && !s.peers.gossip_up(id)))
             .filter_map(|id| endpoint_id(&id))
             .collect();
+        let ids: Vec<_> = ids.into_iter().filter(|id| !s.faults.is_cut(&author_id(id))).collect();
         if !ids.is_empty() && !s.paused() {
             let _ = tx.join_peers(ids).await;
         }

@@ -127,7 +127,7 @@ impl ProtocolHandler for SyncProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let s = &self.0;
         let peer = author_id(&conn.remote_id());
-        if s.paused() {
+        if s.cut_off(&peer) {
             conn.close(VarInt::from_u32(CODE_REFUSED), b"peer is offline");
             return Ok(());
         }
@@ -246,7 +246,7 @@ pub(crate) async fn link(s: &Arc<Shared>, peer: AuthorId) -> Result<Connection> 
 /// Dials `peer`, says hello (with an invite secret when joining), and
 /// serves the link's requests until it closes.
 pub(crate) async fn dial(s: &Arc<Shared>, peer: AuthorId, join_secret: Option<&[u8]>) -> Result<Connection> {
-    if s.paused() {
+    if s.cut_off(&peer) {
         bail!("this node is offline");
     }
     let id = endpoint_id(&peer).ok_or_else(|| anyhow!("{peer} is not a valid node id"))?;

@@ -9,6 +9,7 @@
 //! writes to the store itself (admission goes through `Directory::admit`).
 
 pub mod endpoint;
+mod faults;
 mod fetch;
 mod frames;
 mod gate;
@@ -36,6 +37,7 @@ use store::{AuthorId, Role, SyncStore};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+pub use faults::GossipFaults;
 pub use peers::PeerStatus;
 
 /// A peer answered and said no (not a member, a used or expired ticket, a
@@ -71,6 +73,8 @@ pub struct Config {
     pub max_drift: Duration,
     /// Relays, address lookup and local discovery (see [`endpoint::Reach`]).
     pub reach: endpoint::Reach,
+    /// Whether tests may inject faults (see [`Net::cut`]); off for real use.
+    pub faults: bool,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             dial_timeout: Duration::from_secs(5),
             max_drift: Duration::from_secs(600),
             reach: endpoint::Reach::default(),
+            faults: false,
         }
     }
 }
@@ -136,6 +141,8 @@ pub(crate) struct Shared {
     /// Fault injection for partition tests: while set, the node neither
     /// accepts, dials nor gossips, as if its network were cut.
     pub paused: AtomicBool,
+    /// Per-peer cuts and gossip faults, for tests.
+    pub faults: Arc<faults::Faults>,
     pub peers: peers::Peers,
     /// Every connection, to cut off a removed peer.
     pub gate: gate::Gate,
@@ -164,6 +171,11 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Is traffic with `peer` cut (this node offline, or a test's cut)?
+    pub fn cut_off(&self, peer: &AuthorId) -> bool {
+        self.paused() || self.faults.is_cut(peer)
     }
 
     /// Logs a refused entry from `peer`: the first of each kind as a warning,
@@ -222,7 +234,8 @@ impl Net {
         cfg: Config,
     ) -> Result<Net> {
         let lookup = MemoryLookup::new();
-        let gate = gate::Gate::new(dir.clone());
+        let faults = Arc::new(faults::Faults::new(cfg.faults));
+        let gate = gate::Gate::new(dir.clone(), faults.clone());
         let ep = endpoint::bind(secret, cfg.bind, &cfg.reach, &lookup, gate.clone()).await?;
         let (asks, asks_rx) = mpsc::unbounded_channel();
         let me = author_id(&ep.id());
@@ -234,6 +247,7 @@ impl Net {
             cfg,
             me,
             paused: AtomicBool::new(false),
+            faults,
             peers: peers::Peers::default(),
             gate,
             asks,
@@ -425,6 +439,35 @@ impl Net {
                 let _ = self.shared.asks.send(Ask::Pull(id));
             }
         }
+    }
+
+    /// Cuts (or, with `cut` false, restores) all traffic with `peer`, as a
+    /// partition would: its link is closed, nothing is dialed, accepted or
+    /// taken from gossip it delivers. Tests only (see [`Config::faults`]).
+    pub fn cut(&self, peer: AuthorId, cut: bool) -> Result<(), String> {
+        self.shared.faults.set_cut(peer, cut)?;
+        if cut {
+            self.shared.links.close(&peer);
+            self.shared.gate.close_peer(&peer);
+        } else {
+            let _ = self.shared.asks.send(Ask::Pull(peer));
+        }
+        Ok(())
+    }
+
+    /// Lifts every cut and gossip fault. Tests only.
+    pub fn heal_all(&self) -> Result<(), String> {
+        let cut = self.shared.faults.cut();
+        self.shared.faults.heal_all()?;
+        for id in cut {
+            let _ = self.shared.asks.send(Ask::Pull(id));
+        }
+        Ok(())
+    }
+
+    /// Makes received gossip lost, duplicated, reordered or late. Tests only.
+    pub fn set_gossip_faults(&self, g: GossipFaults) -> Result<(), String> {
+        self.shared.faults.set_gossip(g)
     }
 
     /// What came in since start, and how far behind the best-informed peer

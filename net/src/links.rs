@@ -55,6 +55,13 @@ impl Links {
         }
     }
 
+    /// Closes the link with `peer`, if any.
+    pub fn close(&self, peer: &AuthorId) {
+        if let Some(c) = self.live.lock().unwrap().remove(peer) {
+            c.close(VarInt::from_u32(0), b"cut");
+        }
+    }
+
     /// Runs the request loop of a link this node dialed, owned here.
     pub fn serve(&self, f: impl Future<Output = ()> + Send + 'static) {
         let mut set = self.served.lock().unwrap();

@@ -21,7 +21,7 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
         let peer = tokio::select! {
             Some(ask) = rx.recv() => match ask {
                 Ask::Pull(peer) => {
-                    if peer == s.me || s.paused() || !s.peers.may_try(&peer) {
+                    if peer == s.me || s.cut_off(&peer) || !s.peers.may_try(&peer) {
                         continue;
                     }
                     if running.contains_key(&peer) {
@@ -31,7 +31,7 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
                     peer
                 }
                 Ask::Fresh(peer) => {
-                    if peer == s.me || s.paused() {
+                    if peer == s.me || s.cut_off(&peer) {
                         continue;
                     }
                     if let Some(old) = running.remove(&peer) {
@@ -98,9 +98,15 @@ pub(crate) async fn anti_entropy(s: Arc<Shared>) {
                     Err(e) => tracing::warn!("cannot expire orphans: {e}"),
                     Ok(Ok(_)) => {}
                 }
+                // A member known to be out of reach (backing off, or cut by
+                // a test) would waste the round: pick among the others.
                 let members = s.refresh_lookup();
-                if !members.is_empty() {
-                    let pick = members[rand::random_range(0..members.len())];
+                let mut likely: Vec<_> = members.iter().filter(|id| !s.cut_off(id) && s.peers.may_try(id)).copied().collect();
+                if likely.is_empty() {
+                    likely = members;
+                }
+                if !likely.is_empty() {
+                    let pick = likely[rand::random_range(0..likely.len())];
                     let _ = s.asks.send(Ask::Pull(pick));
                 }
             }

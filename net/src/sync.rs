@@ -39,7 +39,7 @@ pub(crate) async fn serve_link(s: Arc<Shared>, conn: Connection, peer: AuthorId)
             },
             Some(_) = requests.join_next(), if !requests.is_empty() => continue,
         };
-        if s.paused() {
+        if s.cut_off(&peer) {
             conn.close(VarInt::from_u32(handshake::CODE_REFUSED), b"peer is offline");
             break;
         }
@@ -98,7 +98,7 @@ async fn serve_pull(
 ) -> Result<()> {
     let mut theirs = asked.clone();
     loop {
-        if s.paused() {
+        if s.cut_off(&peer) {
             bail!("this node went offline");
         }
         let mut batch = s.store.entries_after(&theirs, BATCH_ENTRIES)?;
@@ -164,7 +164,7 @@ pub(crate) async fn pull_over(s: &Arc<Shared>, conn: &Connection, peer: AuthorId
 /// One sync with `peer` now, over its link (dialed if there is none; dialed
 /// afresh once if the link turns out dead): entries applied.
 pub(crate) async fn pull(s: &Arc<Shared>, peer: AuthorId, both_ways: bool) -> Result<usize> {
-    if s.paused() {
+    if s.cut_off(&peer) {
         bail!("this node is offline");
     }
     let cached = s.links.get(&peer);
@@ -219,7 +219,7 @@ pub(crate) async fn probe(s: &Arc<Shared>, peer: AuthorId) -> Result<()> {
 
 /// Fetches what a batch refers to, then ingests it.
 async fn take_batch(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, entries: Vec<Vec<u8>>) -> Result<usize> {
-    if s.paused() {
+    if s.cut_off(&peer) {
         // Cut off mid-session: nothing more crosses, as if the link dropped.
         bail!("this node went offline");
     }
