@@ -300,11 +300,11 @@ impl FsView {
         Some(id)
     }
 
-    /// Writes the changes waiting in the group-commit window now, so that
-    /// what a caller reads from the store next includes every file closed
-    /// before this call. Waits for a commit already under way.
-    pub fn write_pending(&self) -> Result<(), String> {
-        self.0.flush_now(false).map_err(|e| format!("{e:?}"))
+    /// Changes made here and not yet in the store (queued in the group-commit
+    /// window, or being written). Zero means every file closed before this
+    /// call is in the store: its frontier counts it.
+    pub fn unwritten(&self) -> usize {
+        self.0.lock().pending.unwritten()
     }
 
     /// How many nodes live on this machine only (`.latticeignore`d, sockets).

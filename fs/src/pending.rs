@@ -191,6 +191,11 @@ impl Pending {
         self.queued.is_empty()
     }
 
+    /// Changes not yet in the store: queued, or being written now.
+    pub fn unwritten(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+
     /// Every change not yet in the store, newest per key.
     pub fn changes(&self) -> Vec<Change> {
         let mut all: HashMap<&Vec<u8>, &Change> = self.in_flight.iter().map(|(k, (_, ch))| (k, ch)).collect();

@@ -462,10 +462,9 @@ fn clock_warning(d: &Daemon, peers: &[Value]) -> Option<String> {
 }
 
 async fn status(d: &Daemon) -> Value {
-    // The frontier is a promise ("these entries are held"): everything closed
-    // before `status` was asked counts, not only what the last window wrote.
-    let fs = d.fs.clone();
-    let _ = tokio::task::spawn_blocking(move || fs.write_pending()).await;
+    // Read before the frontier: when it is 0, the frontier holds every change
+    // made before `status` was asked.
+    let unwritten = d.fs.unwritten();
     let s = &d.store;
     let frontier = s.frontier().unwrap_or_default();
     let entries: u64 = frontier.values().map(|v| v.0).sum();
@@ -489,6 +488,7 @@ async fn status(d: &Daemon) -> Value {
         "relays": d.net.relays(),
         "entries": entries,
         "frontier": frontier,
+        "unwritten": unwritten,
         "orphans": s.orphan_count().unwrap_or(0),
         "conflicts": d.fs.conflicts().len(),
         "clock": clock_warning(d, &peers),

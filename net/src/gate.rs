@@ -7,6 +7,12 @@
 //! connections pass: the sync handler admits a joiner by its invite secret
 //! and refuses everyone else with a reason the dialer can print.
 //!
+//! Connections are bounded: at most [`PER_PEER`] live connections with any
+//! one peer, and at most [`STRANGERS`] with peers that are not members (a
+//! flood of strangers cannot crowd out members, who are never counted
+//! against that cap). Past either, a new connection is rejected at the
+//! handshake, before any handler runs.
+//!
 //! Connections with members are remembered (weakly), so
 //! [`Gate::close_non_members`] can cut a removed peer off at once, whichever
 //! side dialed. A joiner's connection is not one of them: a directory change
@@ -22,6 +28,13 @@ use crate::{Directory, author_id, handshake};
 #[derive(Debug, Clone)]
 pub(crate) struct Gate(Arc<Inner>);
 
+/// Live connections one peer may hold with this node (a link, gossip, and
+/// the overlap while a restarted peer replaces its old ones).
+pub(crate) const PER_PEER: usize = 8;
+/// Live connections with non-members (joiners presenting invites, or
+/// strangers about to be refused) all together.
+pub(crate) const STRANGERS: usize = 64;
+
 struct Inner {
     dir: Arc<dyn Directory>,
     /// A test's cuts: no connection with a cut peer, on any protocol.
@@ -31,6 +44,12 @@ struct Inner {
     /// check membership under it too, so a removal cannot slip between the
     /// check and the record.
     conns: Mutex<Vec<WeakConnectionHandle>>,
+    /// Every live connection, with whether its peer was a member when it
+    /// came, for the caps.
+    live: Mutex<Vec<(store::AuthorId, bool, WeakConnectionHandle)>>,
+    /// Set while connections are being refused over a cap: said once in
+    /// the log per episode, not once per connection.
+    over_cap: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -48,6 +67,8 @@ impl Gate {
             dir,
             faults,
             conns: Mutex::new(Vec::new()),
+            live: Mutex::new(Vec::new()),
+            over_cap: Default::default(),
         }))
     }
 
@@ -113,8 +134,30 @@ impl EndpointHooks for Gate {
                 reason: b"cut".to_vec(),
             };
         }
-        let mut conns = self.0.conns.lock().unwrap();
         let member = self.0.dir.role(&peer).is_some();
+        {
+            let mut live = self.0.live.lock().unwrap();
+            live.retain(|(_, _, w)| w.upgrade().is_some_and(|c| c.close_reason().is_none()));
+            let theirs = live.iter().filter(|(p, _, _)| *p == peer).count();
+            let strangers = live.iter().filter(|(_, m, _)| !m).count();
+            if theirs >= PER_PEER || (!member && strangers >= STRANGERS) {
+                if !self.0.over_cap.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        peer = %peer.short(),
+                        "refusing connections over the caps ({PER_PEER} per peer, {STRANGERS} from non-members); said once until they clear"
+                    );
+                }
+                return AfterHandshakeOutcome::Reject {
+                    error_code: VarInt::from_u32(handshake::CODE_REFUSED),
+                    reason: b"too many connections".to_vec(),
+                };
+            }
+            if theirs < PER_PEER / 2 && strangers < STRANGERS / 2 {
+                self.0.over_cap.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            live.push((peer, member, conn.weak_handle()));
+        }
+        let mut conns = self.0.conns.lock().unwrap();
         if !member && conn.alpn() == iroh_gossip::ALPN {
             tracing::debug!(peer = %peer.short(), "refused a gossip link with a non-member");
             return AfterHandshakeOutcome::Reject {

@@ -48,10 +48,16 @@ impl ProtocolHandler for Guarded {
 }
 
 fn topic(s: &Shared) -> TopicId {
+    TopicId::from_bytes(topic_of(&s.store.share_id()))
+}
+
+/// The share's gossip topic (public so that a test's hostile client can
+/// join it with a member's key).
+pub fn topic_of(share: &store::ShareId) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"lattice/gossip/v1");
-    h.update(&s.store.share_id().0);
-    TopicId::from_bytes(*h.finalize().as_bytes())
+    h.update(&share.0);
+    *h.finalize().as_bytes()
 }
 
 pub(crate) async fn start(
@@ -64,9 +70,48 @@ pub(crate) async fn start(
     let (tx, rx) = gossip.subscribe(topic(&s), bootstrap).await?.split();
     let _ = s.gossip_tx.set(tx.clone());
     tasks.spawn(announce(s.clone(), tx.clone()));
+    tasks.spawn(tell_haves(s.clone(), tx.clone()));
     tasks.spawn(receive(s.clone(), rx));
     tasks.spawn(meet(s, tx, gossip));
     Ok(())
+}
+
+/// Authors a digest names at most (about 46 bytes each, under [`MAX_GOSSIP`]).
+const MAX_HAVE: usize = 80;
+
+/// After this node took entries from a sync, tells its neighbours what it
+/// now holds (at most once a second; a random [`MAX_HAVE`] authors when
+/// there are more).
+async fn tell_haves(s: Arc<Shared>, tx: GossipSender) {
+    loop {
+        s.took.notified().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if s.paused() {
+            continue;
+        }
+        let s2 = s.clone();
+        let Ok(Ok(mine)) = tokio::task::spawn_blocking(move || handshake::my_frontier(&s2)).await else {
+            continue;
+        };
+        let mut have = handshake::to_wire(&mine);
+        if have.len() > MAX_HAVE {
+            use rand::seq::SliceRandom;
+            have.shuffle(&mut rand::rng());
+            have.truncate(MAX_HAVE);
+        }
+        let msg = Announce {
+            author: s.me.0.to_vec(),
+            seq: 0,
+            entry: Vec::new(),
+            nonce: rand::random(),
+            have,
+        }
+        .encode_to_vec();
+        s.sent.fetch_add(msg.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Err(err) = tx.broadcast(Bytes::from(msg)).await {
+            tracing::debug!("gossip broadcast failed: {err}");
+        }
+    }
 }
 
 /// Announces this node's own entries as they become durable.
@@ -100,6 +145,7 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
                     seq: e.seq,
                     entry: bytes,
                     nonce: rand::random(),
+                    have: Vec::new(),
                 };
                 if a.encoded_len() > MAX_GOSSIP {
                     a.entry.clear();
@@ -118,6 +164,13 @@ async fn announce(s: Arc<Shared>, tx: GossipSender) {
 /// the neighbour that delivered it, and its bytes (empty when it did not fit
 /// in a message).
 type Announced = (AuthorId, u64, AuthorId, Vec<u8>);
+
+/// What the receive loop hands the taker.
+enum Heard {
+    Entry(Announced),
+    /// A digest: the neighbour that sent it, and what it holds.
+    Have(AuthorId, Vec<(AuthorId, u64)>),
+}
 
 /// How often, and how long, an announced entry not yet held is asked for
 /// again: at 0.5, 1, 2, 4, 8 and 16 s after it came.
@@ -146,14 +199,14 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
             Event::NeighborUp(id) => {
                 // A (re)connection: sync, to repair what was broadcast before it.
                 s.peers.gossip(author_id(&id), true);
-                let _ = s.asks.send(Ask::Pull(author_id(&id)));
+                let _ = s.asks.try_send(Ask::Pull(author_id(&id)));
             }
             Event::NeighborDown(id) => s.peers.gossip(author_id(&id), false),
             Event::Lagged => {
                 // Announcements were dropped before we read them: sync with everyone.
                 tracing::debug!("gossip lagged; asking every member for a sync");
                 for id in s.refresh_lookup() {
-                    let _ = s.asks.send(Ask::Pull(id));
+                    let _ = s.asks.try_send(Ask::Pull(id));
                 }
             }
             Event::Received(m) if !s.paused() => {
@@ -173,15 +226,22 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
 
 /// Queues one announcement delivered by `from` for the taker; when the queue
 /// is full, a sync with `from` stands in for it.
-fn queue_announced(s: &Shared, queue: &mpsc::Sender<Announced>, from: AuthorId, content: &[u8]) {
+fn queue_announced(s: &Shared, queue: &mpsc::Sender<Heard>, from: AuthorId, content: &[u8]) {
     let Ok(a) = Announce::decode(content) else {
         return;
     };
+    if a.seq == 0 && a.entry.is_empty() {
+        let have: Vec<_> = handshake::from_wire(&a.have).into_iter().take(MAX_HAVE).collect();
+        if !have.is_empty() {
+            let _ = queue.try_send(Heard::Have(from, have));
+        }
+        return;
+    }
     let Some(author) = AuthorId::from_slice(&a.author) else {
         return;
     };
-    if author != s.me && queue.try_send((author, a.seq, from, a.entry)).is_err() {
-        let _ = s.asks.send(Ask::Pull(from));
+    if author != s.me && queue.try_send(Heard::Entry((author, a.seq, from, a.entry))).is_err() {
+        let _ = s.asks.try_send(Ask::Pull(from));
     }
 }
 
@@ -194,16 +254,32 @@ fn queue_announced(s: &Shared, queue: &mpsc::Sender<Announced>, from: AuthorId, 
 /// an announced entry not held after the group is asked for again from its
 /// deliverers, with backoff, until it is held or [`RETRIES`] ran out (the
 /// anti-entropy round repairs the rest).
-async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Announced>) {
-    let mut group = Vec::new();
+async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
+    let mut heard = Vec::new();
     // (author, seq) -> (who to ask, retries done, when next)
     let mut waiting: HashMap<(AuthorId, u64), (BTreeSet<AuthorId>, u32, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(FIRST_RETRY);
     loop {
         tokio::select! {
-            n = taken.recv_many(&mut group, 256) => {
+            n = taken.recv_many(&mut heard, 256) => {
                 if n == 0 {
                     return;
+                }
+                let mut group = Vec::new();
+                for h in heard.drain(..) {
+                    match h {
+                        Heard::Entry(a) => group.push(a),
+                        // A digest: what the neighbour holds is checked at
+                        // once below, and pulled from it if missing here.
+                        Heard::Have(from, have) => {
+                            let now = Instant::now();
+                            for (author, seq) in have {
+                                if author != s.me && waiting.len() < QUEUE {
+                                    waiting.entry((author, seq)).or_insert_with(|| (BTreeSet::new(), 0, now)).0.insert(from);
+                                }
+                            }
+                        }
+                    }
                 }
                 let announced: Vec<_> = group.iter().map(|(a, seq, from, _)| (*a, *seq, *from)).collect();
                 take(&s, std::mem::take(&mut group)).await;
@@ -231,7 +307,7 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Announced>) {
             }
             if *when <= now {
                 for peer in ask.iter() {
-                    let _ = s.asks.send(Ask::Pull(*peer));
+                    let _ = s.asks.try_send(Ask::Pull(*peer));
                 }
                 *tries += 1;
                 *when = now + FIRST_RETRY * 2u32.pow(*tries);
@@ -258,8 +334,8 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             from
         };
         if entry.is_empty() {
-            let _ = s.asks.send(Ask::Pull(source));
-            let _ = s.asks.send(Ask::Pull(from));
+            let _ = s.asks.try_send(Ask::Pull(source));
+            let _ = s.asks.try_send(Ask::Pull(from));
         } else {
             let (entries, deliverers) = by_source.entry(source).or_default();
             entries.push(entry);
@@ -285,7 +361,7 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             Err(e) => {
                 tracing::debug!(peer = %source.short(), "cannot fetch announced content: {e:#}");
                 for peer in deliverers.into_iter().chain([source]) {
-                    let _ = s.asks.send(Ask::Pull(peer));
+                    let _ = s.asks.try_send(Ask::Pull(peer));
                 }
             }
         }
@@ -298,7 +374,7 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
         Ok(Ok(out)) => out,
         _ => {
             for source in sources {
-                let _ = s.asks.send(Ask::Pull(source));
+                let _ = s.asks.try_send(Ask::Pull(source));
             }
             return;
         }
@@ -308,10 +384,10 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             Outcome::Applied { .. } | Outcome::Duplicate => {}
             Outcome::Refused(r) => {
                 s.note_refusal(source, &r);
-                let _ = s.asks.send(Ask::Pull(source));
+                let _ = s.asks.try_send(Ask::Pull(source));
             }
             _ => {
-                let _ = s.asks.send(Ask::Pull(source));
+                let _ = s.asks.try_send(Ask::Pull(source));
             }
         }
     }

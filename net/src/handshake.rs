@@ -136,7 +136,7 @@ impl ProtocolHandler for SyncProtocol {
                 if s.links.insert(peer, &conn) {
                     // The peer came back on a new connection: a session on
                     // the old one must not hold back the catch-up.
-                    let _ = s.asks.send(Ask::Fresh(peer));
+                    let _ = s.asks.try_send(Ask::Fresh(peer));
                 }
                 sync::serve_link(s.clone(), conn.clone(), peer).await;
                 s.links.remove(&peer, &conn);
@@ -218,7 +218,7 @@ async fn accept_hello(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Res
     tx.finish()?;
     learn(s, peer, conn, &h);
     if ahead(&from_wire(&h.frontier), &my_frontier(s)?) {
-        let _ = s.asks.send(Ask::Pull(peer));
+        let _ = s.asks.try_send(Ask::Pull(peer));
     }
     Ok(true)
 }

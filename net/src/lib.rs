@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 pub use faults::GossipFaults;
+pub use gossip::topic_of as gossip_topic;
 pub use peers::PeerStatus;
 
 /// A peer answered and said no (not a member, a used or expired ticket, a
@@ -91,6 +92,11 @@ impl Default for Config {
         }
     }
 }
+
+/// Asks waiting for the scheduler. Past this, new ones are dropped: each is
+/// a sync the next ask or the anti-entropy round also does, and a peer's
+/// flood must not grow a queue without bound.
+const ASKS: usize = 4096;
 
 /// What the scheduler is asked to do.
 #[derive(Clone, Copy, Debug)]
@@ -147,7 +153,7 @@ pub(crate) struct Shared {
     /// Every connection, to cut off a removed peer.
     pub gate: gate::Gate,
     /// Asks for the scheduler.
-    pub asks: mpsc::UnboundedSender<Ask>,
+    pub asks: mpsc::Sender<Ask>,
     /// Live connections with peers.
     pub links: links::Links,
     /// Bytes this node sent to peers (sync frames, chunks, gossip), and received.
@@ -158,6 +164,9 @@ pub(crate) struct Shared {
     pub refusals: std::sync::Mutex<std::collections::HashSet<(AuthorId, std::mem::Discriminant<store::Refusal>)>>,
     /// The share's gossip topic, once subscribed.
     pub gossip_tx: std::sync::OnceLock<iroh_gossip::api::GossipSender>,
+    /// Woken when a sync applied entries here: neighbours are told what this
+    /// node now holds (see `wire::Announce::have`).
+    pub took: tokio::sync::Notify,
     /// Set when a peer proved this node was removed or made a reader.
     pub evicted: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -237,7 +246,7 @@ impl Net {
         let faults = Arc::new(faults::Faults::new(cfg.faults));
         let gate = gate::Gate::new(dir.clone(), faults.clone());
         let ep = endpoint::bind(secret, cfg.bind, &cfg.reach, &lookup, gate.clone()).await?;
-        let (asks, asks_rx) = mpsc::unbounded_channel();
+        let (asks, asks_rx) = mpsc::channel(ASKS);
         let me = author_id(&ep.id());
         let shared = Arc::new(Shared {
             store,
@@ -254,6 +263,7 @@ impl Net {
             links: links::Links::default(),
             gossip_tx: std::sync::OnceLock::new(),
             evicted: tokio::sync::watch::Sender::new(None),
+            took: tokio::sync::Notify::new(),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             progress: Progress::default(),
@@ -401,7 +411,7 @@ impl Net {
         }
         for id in self.shared.refresh_lookup() {
             if !self.shared.peers.known(&id) {
-                let _ = self.shared.asks.send(Ask::Pull(id));
+                let _ = self.shared.asks.try_send(Ask::Pull(id));
             }
         }
         self.shared.peers.forget_non_members(self.shared.dir.as_ref());
@@ -436,7 +446,7 @@ impl Net {
         self.shared.paused.store(paused, Ordering::Release);
         if !paused {
             for id in self.shared.refresh_lookup() {
-                let _ = self.shared.asks.send(Ask::Pull(id));
+                let _ = self.shared.asks.try_send(Ask::Pull(id));
             }
         }
     }
@@ -450,7 +460,7 @@ impl Net {
             self.shared.links.close(&peer);
             self.shared.gate.close_peer(&peer);
         } else {
-            let _ = self.shared.asks.send(Ask::Pull(peer));
+            let _ = self.shared.asks.try_send(Ask::Pull(peer));
         }
         Ok(())
     }
@@ -460,7 +470,7 @@ impl Net {
         let cut = self.shared.faults.cut();
         self.shared.faults.heal_all()?;
         for id in cut {
-            let _ = self.shared.asks.send(Ask::Pull(id));
+            let _ = self.shared.asks.try_send(Ask::Pull(id));
         }
         Ok(())
     }

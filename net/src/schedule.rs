@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 
 use crate::{Ask, Shared, sync};
 
-pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ask>) {
+pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::Receiver<Ask>) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(AuthorId, tokio::task::Id)>();
     let mut running: HashMap<AuthorId, AbortHandle> = HashMap::new();
     let mut again: HashSet<AuthorId> = HashSet::new();
@@ -46,7 +46,7 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
                 if running.get(&peer).is_some_and(|h| h.id() == id) {
                     running.remove(&peer);
                     if again.remove(&peer) {
-                        let _ = s.asks.send(Ask::Pull(peer));
+                        let _ = s.asks.try_send(Ask::Pull(peer));
                     }
                 }
                 continue;
@@ -61,7 +61,7 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
                 if let Some(peer) = running.iter().find(|(_, h)| h.id() == id).map(|(p, _)| *p) {
                     running.remove(&peer);
                     if again.remove(&peer) {
-                        let _ = s.asks.send(Ask::Pull(peer));
+                        let _ = s.asks.try_send(Ask::Pull(peer));
                     }
                 }
                 continue;
@@ -82,7 +82,7 @@ pub(crate) async fn scheduler(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<As
 /// the author of every gap the store reports.
 pub(crate) async fn anti_entropy(s: Arc<Shared>) {
     for id in s.refresh_lookup() {
-        let _ = s.asks.send(Ask::Pull(id));
+        let _ = s.asks.try_send(Ask::Pull(id));
     }
     let mut gaps = s.store.watch_gaps();
     let mut tick = tokio::time::interval(s.cfg.anti_entropy);
@@ -107,7 +107,7 @@ pub(crate) async fn anti_entropy(s: Arc<Shared>) {
                 }
                 if !likely.is_empty() {
                     let pick = likely[rand::random_range(0..likely.len())];
-                    let _ = s.asks.send(Ask::Pull(pick));
+                    let _ = s.asks.try_send(Ask::Pull(pick));
                 }
             }
             Some(gap) = gaps.recv() => {
@@ -119,7 +119,7 @@ pub(crate) async fn anti_entropy(s: Arc<Shared>) {
                 } else {
                     continue;
                 };
-                let _ = s.asks.send(Ask::Pull(target));
+                let _ = s.asks.try_send(Ask::Pull(target));
             }
         }
     }

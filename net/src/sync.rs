@@ -126,7 +126,7 @@ async fn serve_pull(
         if both_ways {
             pull_over(s, conn, peer, false).await?;
         } else {
-            let _ = s.asks.send(Ask::Pull(peer));
+            let _ = s.asks.try_send(Ask::Pull(peer));
         }
     }
     send(s, peer, tx, Kind::Done(wire::Done {})).await
@@ -243,6 +243,9 @@ async fn take_batch(s: &Arc<Shared>, conn: &Connection, peer: AuthorId, entries:
         }
     }
     s.progress.entries(n);
+    if applied > 0 {
+        s.took.notify_one();
+    }
     if applied == 0 && refused > 0 {
         // Nothing this peer sends can apply now: back off rather than loop.
         bail!("every entry the peer sent was refused ({refused})");

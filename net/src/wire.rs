@@ -74,6 +74,13 @@ pub struct Announce {
     /// announcements apart.
     #[prost(uint64, tag = "4")]
     pub nonce: u64,
+    /// In a digest (no entry, seq 0): what the sender holds of some authors'
+    /// chains, after it took entries from a sync. A receiver holding less
+    /// pulls from it: an author's own announcement may have been lost (sent
+    /// before the gossip links were up), and this way others learn that the
+    /// entries exist without waiting for the anti-entropy round.
+    #[prost(message, repeated, tag = "5")]
+    pub have: Vec<Seq>,
 }
 
 /// The first frame each side of a sync session sends.

@@ -59,6 +59,18 @@ pub fn frontier(m: &Mount) -> Option<serde_json::Value> {
     Some(v["mounts"][0]["frontier"].clone()).filter(|f| f.is_object())
 }
 
+/// The frontier, once every change made on `m` is in its store (`None`
+/// while some wait in the group-commit window): equal settled frontiers mean
+/// the same entries, every closed file included.
+pub fn settled_frontier(m: &Mount) -> Option<serde_json::Value> {
+    let out = ctl(m, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let m = &v["mounts"][0];
+    (m["unwritten"].as_u64() == Some(0))
+        .then(|| m["frontier"].clone())
+        .filter(|f| f.is_object())
+}
+
 /// Every mount holds the same entries and shows the same tree; returns it.
 ///
 /// Equal snapshots alone prove nothing: a snapshot is not atomic, and one
@@ -69,21 +81,58 @@ pub fn frontier(m: &Mount) -> Option<serde_json::Value> {
 pub fn converged(ms: &[&Mount]) -> BTreeMap<PathBuf, Info> {
     let t = Instant::now();
     let mut agreed = None;
+    // Why rounds failed, for the message when they never stop failing.
+    let mut why: BTreeMap<String, usize> = BTreeMap::new();
     loop {
         let same_entries = || {
-            let f: Vec<_> = ms.iter().map(|m| frontier(m)).collect();
+            let f: Vec<_> = ms.iter().map(|m| settled_frontier(m)).collect();
             Some(f[0].clone()?).filter(|first| f.iter().all(|x| x.as_ref() == Some(first)))
         };
         let mut tree = None;
-        if let Some(before) = same_entries()
-            && let Some(first) = try_snapshot(ms[0])
-            && ms[1..].iter().all(|m| try_snapshot(m).as_ref() == Some(&first))
-            && same_entries() == Some(before)
-        {
-            tree = Some(first);
+        let mut failed = |w: String| *why.entry(w).or_default() += 1;
+        match same_entries() {
+            None => {
+                let f: Vec<_> = ms.iter().map(|m| settled_frontier(m)).collect();
+                let odd: Vec<_> = f
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.is_none() || *x != &f[0])
+                    .map(|(i, x)| {
+                        if x.is_none() {
+                            format!("{i}: no status")
+                        } else {
+                            format!("{i}: {}", x.as_ref().unwrap())
+                        }
+                    })
+                    .collect();
+                failed(format!("entries differ (then: {})", odd.join("; ")))
+            }
+            Some(before) => match try_snapshot(ms[0]) {
+                None => failed(format!("snapshot of {} failed", ms[0].dir.display())),
+                Some(first) => {
+                    if let Some(m) = ms[1..].iter().find(|m| try_snapshot(m).as_ref() != Some(&first)) {
+                        failed(format!("{} shows another tree (or none)", m.dir.display()));
+                    } else if same_entries() != Some(before) {
+                        failed("entries changed during the snapshots".into());
+                    } else {
+                        tree = Some(first);
+                    }
+                }
+            },
         }
         match (tree, agreed.take()) {
-            (Some(now), Some(last)) if now == last => return now,
+            (Some(now), Some(last)) if now == last => {
+                if t.elapsed() > Duration::from_secs(10) {
+                    eprintln!("converged after {:?}; rounds failed because {why:?}", t.elapsed());
+                }
+                return now;
+            }
+            (Some(now), Some(_)) => {
+                why.entry("the tree changed between rounds".into())
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+                agreed = Some(now);
+            }
             (now, _) => agreed = now,
         }
         if t.elapsed() > CONVERGE {
@@ -94,7 +143,7 @@ pub fn converged(ms: &[&Mount]) -> BTreeMap<PathBuf, Info> {
             }
             assert!(
                 t.elapsed() < CONVERGE * 2,
-                "the mounts kept changing for {:?}; frontiers {f:?}",
+                "the mounts kept changing for {:?}; rounds failed because {why:?}; frontiers {f:?}",
                 CONVERGE * 2
             );
         }
@@ -116,7 +165,7 @@ pub fn check(m: &Mount) {
 /// Waits until every mount's store holds the same entries.
 pub fn same_entries(ms: &[&Mount]) {
     eventually("the same entries everywhere", || {
-        let f: Vec<_> = ms.iter().map(|m| frontier(m)).collect();
+        let f: Vec<_> = ms.iter().map(|m| settled_frontier(m)).collect();
         f[0].is_some() && f.iter().all(|x| *x == f[0])
     });
 }
