@@ -8,10 +8,11 @@
 //! and refuses everyone else with a reason the dialer can print.
 //!
 //! Connections are bounded: at most [`PER_PEER`] live connections with any
-//! one peer, and at most [`STRANGERS`] with peers that are not members (a
-//! flood of strangers cannot crowd out members, who are never counted
-//! against that cap). Past either, a new connection is rejected at the
-//! handshake, before any handler runs.
+//! one peer (a new one closes its oldest: a restarted peer's old connections
+//! look alive until QUIC's idle timeout, and the new ones must win), and at
+//! most [`STRANGERS`] with peers that are not members, past which a new one
+//! is rejected at the handshake, before any handler runs. Members are never
+//! counted against that cap, so a flood of strangers cannot crowd them out.
 //!
 //! Connections with members are remembered (weakly), so
 //! [`Gate::close_non_members`] can cut a removed peer off at once, whichever
@@ -140,11 +141,11 @@ impl EndpointHooks for Gate {
             live.retain(|(_, _, w)| w.upgrade().is_some_and(|c| c.close_reason().is_none()));
             let theirs = live.iter().filter(|(p, _, _)| *p == peer).count();
             let strangers = live.iter().filter(|(_, m, _)| !m).count();
-            if theirs >= PER_PEER || (!member && strangers >= STRANGERS) {
+            if !member && strangers >= STRANGERS {
                 if !self.0.over_cap.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
                         peer = %peer.short(),
-                        "refusing connections over the caps ({PER_PEER} per peer, {STRANGERS} from non-members); said once until they clear"
+                        "refusing connections over the caps ({STRANGERS} from non-members); said once until they clear"
                     );
                 }
                 return AfterHandshakeOutcome::Reject {
@@ -152,7 +153,24 @@ impl EndpointHooks for Gate {
                     reason: b"too many connections".to_vec(),
                 };
             }
-            if theirs < PER_PEER / 2 && strangers < STRANGERS / 2 {
+            if theirs >= PER_PEER {
+                // The newest wins: a peer killed and restarted leaves live-
+                // looking connections here until QUIC's idle timeout, and its
+                // new ones must get in. The oldest of its connections go.
+                let mut extra = theirs + 1 - PER_PEER;
+                live.retain(|(p, _, w)| {
+                    if extra == 0 || *p != peer {
+                        return true;
+                    }
+                    extra -= 1;
+                    if let Some(c) = w.upgrade() {
+                        c.close(VarInt::from_u32(handshake::CODE_REFUSED), b"too many connections");
+                    }
+                    false
+                });
+                tracing::debug!(peer = %peer.short(), "over {PER_PEER} connections: closed its oldest");
+            }
+            if strangers < STRANGERS / 2 {
                 self.0.over_cap.store(false, std::sync::atomic::Ordering::Relaxed);
             }
             live.push((peer, member, conn.weak_handle()));
