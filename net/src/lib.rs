@@ -446,6 +446,7 @@ impl Net {
         self.shared.paused.store(paused, Ordering::Release);
         if !paused {
             for id in self.shared.refresh_lookup() {
+                self.shared.peers.forgive(id);
                 let _ = self.shared.asks.try_send(Ask::Pull(id));
             }
         }
@@ -460,6 +461,7 @@ impl Net {
             self.shared.links.close(&peer);
             self.shared.gate.close_peer(&peer);
         } else {
+            self.shared.peers.forgive(peer);
             let _ = self.shared.asks.try_send(Ask::Pull(peer));
         }
         Ok(())
@@ -470,6 +472,7 @@ impl Net {
         let cut = self.shared.faults.cut();
         self.shared.faults.heal_all()?;
         for id in cut {
+            self.shared.peers.forgive(id);
             let _ = self.shared.asks.try_send(Ask::Pull(id));
         }
         Ok(())

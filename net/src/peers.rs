@@ -143,12 +143,25 @@ impl Peers {
             .is_none_or(|t| Instant::now() >= t)
     }
 
+    /// A gossip link with `id` came up or went down. Up proves it reachable:
+    /// its backoff ends, so the sync its link asks for is not dropped.
     pub fn gossip(&self, id: AuthorId, up: bool) {
         let mut m = self.0.lock().unwrap();
         let p = m.entry(id).or_default();
         p.gossip_up = up;
         if up {
             p.last_contact = Some(Instant::now());
+            p.failures = 0;
+            p.retry_at = None;
+        }
+    }
+
+    /// The network this node had to `id` is back (a test healed a cut, or
+    /// the node was put back online): failures from before do not count.
+    pub fn forgive(&self, id: AuthorId) {
+        if let Some(p) = self.0.lock().unwrap().get_mut(&id) {
+            p.failures = 0;
+            p.retry_at = None;
         }
     }
 

@@ -703,9 +703,11 @@ impl Drop for Mount {
     }
 }
 
+mod faults;
 mod peers;
 mod tree;
 #[allow(unused_imports)]
+pub use faults::*;
 pub use peers::*;
 pub use tree::*;
 
