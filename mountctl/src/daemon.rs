@@ -74,6 +74,8 @@ pub struct Launch {
     pub reach: net::endpoint::Reach,
     /// Every local user may use the mount (modes checked by the kernel).
     pub allow_other: bool,
+    /// The HTTP API's address (port 0: the share's kept API port); None: off.
+    pub api: Option<SocketAddr>,
 }
 
 impl Launch {
@@ -99,6 +101,9 @@ impl Launch {
             .arg(if self.allow_other { "on" } else { "off" });
         if !self.reach.direct {
             cmd.arg("--no-direct");
+        }
+        if let Some(a) = self.api {
+            cmd.arg("--api").arg(a.to_string());
         }
         if let Some(t) = &self.ticket {
             cmd.arg("--ticket").arg(t);
@@ -180,6 +185,8 @@ pub struct Daemon {
     pub directory: Arc<ShareDirectory>,
     pub net: net::Net,
     pub fs: fs::FsView,
+    /// The HTTP API's URL, or why there is none (for `status`).
+    pub api: std::sync::OnceLock<String>,
 }
 
 /// The daemon: `ready` tells it to report on stdout and then let go of it.
@@ -218,8 +225,37 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> R
         let null = File::open("/dev/null")?;
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
+    let api = match l.api {
+        None => {
+            let _ = daemon.api.set("off".into());
+            None
+        }
+        Some(want) => {
+            let api = crate::api::Api::new(
+                home.dir.clone(),
+                sd.name.clone(),
+                daemon.store.share_id().to_string(),
+                dir.to_path_buf(),
+            );
+            match rt.block_on(crate::api::Server::open(api, want, &sd.api_port_file())) {
+                Ok(s) => {
+                    let _ = daemon.api.set(format!("http://{}", s.addr));
+                    Some(s)
+                }
+                Err(e) => {
+                    // The mount works without it; status and the log say why.
+                    tracing::warn!("no HTTP API: cannot listen on {want}: {e:#}");
+                    let _ = daemon.api.set(format!("off: cannot listen on {want}: {e}"));
+                    None
+                }
+            }
+        }
+    };
     let daemon = Arc::new(daemon);
     let (outcome, waiter) = rt.block_on(crate::serve::serve(sd.socket(), daemon.clone()));
+    if let Some(api) = api {
+        rt.block_on(api.stop());
+    }
     tracing::info!("unmounting: {outcome}");
     // The kernel lets go first, so that every close it still holds reaches us
     // and is committed below; then nothing more can arrive.
@@ -479,6 +515,7 @@ async fn start(
         directory,
         net,
         fs: fs_handle.view(),
+        api: std::sync::OnceLock::new(),
     };
     Ok((lock_file, daemon, fs_handle, session))
 }

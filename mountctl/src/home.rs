@@ -133,6 +133,10 @@ impl ShareDir {
     pub fn port_file(&self) -> PathBuf {
         self.dir.join("port")
     }
+    /// The HTTP API's port, chosen at its first start and kept.
+    pub fn api_port_file(&self) -> PathBuf {
+        self.dir.join("api_port")
+    }
     /// The ticket of a join that has not finished (admission and backfill):
     /// `join` or `mount` carries it on.
     pub fn join_file(&self) -> PathBuf {

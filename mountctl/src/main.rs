@@ -1,5 +1,6 @@
 //! `mountctl`: the Lattice daemon and every user command.
 
+mod api;
 mod bundle;
 mod control;
 mod daemon;
@@ -12,6 +13,7 @@ mod progress;
 mod serve;
 mod show;
 mod stale;
+mod tokens;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -188,6 +190,13 @@ enum Cmd {
         no_direct: bool,
         #[arg(long)]
         allow_other: String,
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+    },
+    /// Tokens for the local HTTP API.
+    Token {
+        #[command(subcommand)]
+        cmd: tokens::TokenCmd,
     },
 }
 
@@ -231,6 +240,10 @@ struct MountOpts {
     /// Seconds between anti-entropy rounds with a random member.
     #[arg(long, default_value_t = 30)]
     sync_interval: u64,
+    /// The local HTTP API (see `mountctl token`): `on` (127.0.0.1, on the
+    /// port the share took at its first start), `off`, or IP:PORT.
+    #[arg(long, env = "LATTICE_API", default_value = "on")]
+    api: String,
     /// Stay attached instead of running in the background.
     #[arg(long)]
     foreground: bool,
@@ -245,7 +258,20 @@ impl MountOpts {
             sync_interval: Duration::from_secs(self.sync_interval.max(1)),
             reach: reach(&self.relay, &self.dns, &self.lan, !self.no_direct)?,
             allow_other: allow_other(&self.allow_other)?,
+            api: api_addr(&self.api)?,
         })
+    }
+}
+
+/// `--api`: None when off; port 0 means the share's kept API port.
+fn api_addr(v: &str) -> Result<Option<std::net::SocketAddr>> {
+    match v {
+        "off" => Ok(None),
+        "on" => Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow!("--api {a:?}: expected on, off or IP:PORT")),
     }
 }
 
@@ -418,6 +444,7 @@ fn run(cli: Cli) -> Result<()> {
             lan,
             no_direct,
             allow_other,
+            api,
         } => {
             let l = daemon::Launch {
                 share: share.clone(),
@@ -426,9 +453,11 @@ fn run(cli: Cli) -> Result<()> {
                 sync_interval: Duration::from_millis(sync_interval_ms),
                 reach: reach(&relay, &dns, &lan, !no_direct)?,
                 allow_other: allow_other == "on",
+                api,
             };
             daemon::run(&home, &home.share(&share), &dir, &l, true)
         }
+        Cmd::Token { cmd } => tokens::run(&home, cmd, parse_duration),
         Cmd::Invite {
             read_only,
             expires,

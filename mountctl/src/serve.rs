@@ -489,6 +489,7 @@ async fn status(d: &Daemon) -> Value {
         "entries": entries,
         "frontier": frontier,
         "unwritten": unwritten,
+        "api": d.api.get(),
         "orphans": s.orphan_count().unwrap_or(0),
         "conflicts": d.fs.conflicts().len(),
         "clock": clock_warning(d, &peers),

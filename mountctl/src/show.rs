@@ -88,6 +88,9 @@ pub fn status(home: &Home, json: bool) -> Result<()> {
         if let Some(b) = m["store_bytes"].as_u64() {
             println!("  store: {:.1} MiB", b as f64 / 1048576.0);
         }
+        if let Some(a) = m["api"].as_str() {
+            println!("  HTTP API: {a}");
+        }
         if let Some(n) = m["local_only"].as_u64().filter(|n| *n > 0) {
             println!("  {n} files and folders on this machine only (.latticeignore)");
         }
