@@ -100,6 +100,15 @@ fn the_api_reads_and_writes_with_tokens_and_its_writes_replicate() {
     );
     assert_eq!(curl("GET", &format!("{files}/..%2F..%2Fetc%2Fpasswd"), &r, None).0, 400);
     assert_eq!(curl("GET", &format!("{base}/shares/other/files/x"), &r, None).0, 404);
+    // A member can make a link point anywhere on this machine: the API
+    // never follows one, to read or to write.
+    std::os::unix::fs::symlink("/etc", a.p("etc-link")).unwrap();
+    assert_eq!(curl("GET", &format!("{files}/etc-link/hostname"), &r, None).0, 403);
+    assert_eq!(
+        curl("PUT", &format!("{files}/etc-link/lattice-was-here"), &w, Some("x")).0,
+        403
+    );
+    assert!(!std::path::Path::new("/etc/lattice-was-here").exists());
 
     // Revoked: refused at once. Expired: refused once its time is up.
     let id = rw.split('_').nth(1).unwrap().to_string();
@@ -124,7 +133,7 @@ fn the_api_reads_and_writes_with_tokens_and_its_writes_replicate() {
 
     // The rate limit: a burst past it gets 429s, one token's burst only.
     let url = format!("{files}/notes/api.txt");
-    let args: Vec<String> = (0..300)
+    let args: Vec<String> = (0..600)
         .flat_map(|_| ["-o".to_string(), "/dev/null".into(), url.clone()])
         .collect();
     let out = std::process::Command::new("curl")

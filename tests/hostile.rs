@@ -154,7 +154,7 @@ fn a_hostile_client_is_refused_while_honest_members_keep_syncing() {
     // The honest member, throughout the attack: a write on A every 100 ms,
     // timed until B shows it.
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (flooded, refused_conns, during) = std::thread::scope(|scope| {
+    let (flooded, refused_conns, during, joined) = std::thread::scope(|scope| {
         let probe = scope.spawn(|| {
             let mut times = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -167,7 +167,8 @@ fn a_hostile_client_is_refused_while_honest_members_keep_syncing() {
             }
             times
         });
-        let (flooded, refused) = attack(
+        let ticket = invite(&a, &[]);
+        let (flooded, refused, joined) = attack(
             &cid,
             &xid,
             share,
@@ -178,9 +179,10 @@ fn a_hostile_client_is_refused_while_honest_members_keep_syncing() {
             readers_write,
             removed_write,
             replayed,
+            ticket,
         );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (flooded, refused, probe.join().unwrap())
+        (flooded, refused, probe.join().unwrap(), joined)
     });
     let mut during = during;
     during.sort();
@@ -232,7 +234,7 @@ fn a_hostile_client_is_refused_while_honest_members_keep_syncing() {
         "the log says connections were over the caps {n} times:\n{log}"
     );
     check(&a);
-    converged(&[&a, &b]);
+    converged(&[&a, &b, &joined]);
     assert!(Path::new(&format!("/proc/{pid}")).exists(), "the daemon died");
 }
 
@@ -250,7 +252,8 @@ fn attack(
     readers_write: Vec<u8>,
     removed_write: Vec<u8>,
     replayed: Vec<Vec<u8>>,
-) -> (usize, usize) {
+    ticket: String,
+) -> (usize, usize, Mount) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ep = endpoint(cid.secret_bytes(), a_id, a_addr).await;
@@ -344,13 +347,22 @@ fn attack(
         held.retain(|c: &Connection| c.close_reason().is_none());
         let refused = n - held.len();
         eprintln!(
-            "1,000 connections: {} accepted at the handshake, {refused} refused",
+            "1,000 connections: {} open after 0.5 s, {refused} refused or closed",
             held.len()
         );
+        // A joiner with a valid invite gets in while strangers go on flooding.
+        let flood = eps
+            .iter()
+            .flat_map(|ep| (0..4).map(move |_| ep.connect(key, net::SYNC_ALPN)));
+        let (joined, _) = tokio::join!(
+            tokio::task::spawn_blocking(move || Mount::new_with(&["join", &ticket])),
+            n0_future::join_all(flood)
+        );
+        let joined = joined.unwrap();
         router.shutdown().await.ok();
         for e in eps {
             e.close().await;
         }
-        (flooded, refused)
+        (flooded, refused, joined)
     })
 }

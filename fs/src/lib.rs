@@ -304,7 +304,10 @@ impl FsView {
     /// window, or being written). Zero means every file closed before this
     /// call is in the store: its frontier counts it.
     pub fn unwritten(&self) -> usize {
-        self.0.lock().pending.unwritten()
+        let m = self.0.lock();
+        // Closed files whose commit failed wait in their buffers for a retry.
+        let left_over = m.open.values().filter(|o| o.handles == 0 && o.cell.is_dirty()).count();
+        m.pending.unwritten() + left_over
     }
 
     /// How many nodes live on this machine only (`.latticeignore`d, sockets).

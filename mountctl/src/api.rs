@@ -18,24 +18,36 @@
 //! write like any other: same checks (a read-only mount gives 403 too), same
 //! group commit, same replication. The server binds 127.0.0.1 unless told
 //! otherwise (`--api`), and stops before the mount is released.
+//!
+//! Paths never leave the share: `.`, `..` and absolute paths are refused,
+//! and so is a path through a symbolic link (403), since a member can make a
+//! link point anywhere on this machine. (A link made between that check and
+//! the request's own file call is not caught: the API is as safe as a local
+//! program that checks before it opens.) A PUT is streamed to disk after the
+//! token is checked, never held in memory; at most 32 requests run at once
+//! (503 past that).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use n0_future::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::tokens::{self, Perm};
 
 /// Largest body a PUT takes.
-const MAX_BODY: usize = 1 << 30;
+const MAX_BODY: u64 = 1 << 30;
+/// Requests under way at most.
+const SLOTS: usize = 32;
 /// Most files a listing returns.
 const MAX_LISTED: usize = 10_000;
 const BUCKET: f64 = 100.0;
@@ -49,6 +61,9 @@ pub struct Api {
     /// The mount point.
     pub dir: PathBuf,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The token file as last read, with its mtime and length.
+    tokens: Mutex<Option<(SystemTime, u64, Vec<tokens::Record>)>>,
 }
 
 impl Api {
@@ -59,18 +74,45 @@ impl Api {
             share_id,
             dir,
             buckets: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(SLOTS)),
+            tokens: Mutex::new(None),
         }
+    }
+
+    /// The token records, read again only when the file changed.
+    fn records(&self) -> anyhow::Result<Vec<tokens::Record>> {
+        let meta = match std::fs::metadata(tokens::file(&self.home)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let stamp = (meta.modified()?, meta.len());
+        let mut cached = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, len, records)) = cached.as_ref()
+            && (*t, *len) == stamp
+        {
+            return Ok(records.clone());
+        }
+        let records = tokens::load(&self.home)?;
+        *cached = Some((stamp.0, stamp.1, records.clone()));
+        Ok(records)
     }
 
     /// The token's record if it may do `need` on `share`, else the answer.
     fn admit(&self, headers: &HeaderMap, share: &str, need: fn(Perm) -> bool) -> Result<(), Response> {
+        let records = self.records().map_err(|e| {
+            answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the tokens: {e:#}"),
+            )
+        })?;
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| answer(StatusCode::UNAUTHORIZED, "an Authorization: Bearer token is needed"))?;
-        let r = tokens::check(&self.home, presented.trim())
-            .map_err(|e| answer(StatusCode::UNAUTHORIZED, &e.to_string()))?;
+        let r =
+            tokens::check(&records, presented.trim()).map_err(|e| answer(StatusCode::UNAUTHORIZED, &e.to_string()))?;
         if share != self.name && share != self.share_id {
             return Err(answer(StatusCode::NOT_FOUND, "no such share here"));
         }
@@ -107,6 +149,46 @@ impl Api {
     }
 }
 
+/// Refuses a path through a symbolic link: walks `rel` from `root` and
+/// fails with `PermissionDenied` at the first link (what does not exist yet
+/// is fine: a PUT makes it).
+fn no_links(root: &FsPath, rel: &FsPath) -> std::io::Result<()> {
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the path goes through a symbolic link",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What every request goes through first: a slot (503 when 32 run), then
+/// the token (401, 403, 404, 429).
+fn enter(
+    api: &Api,
+    h: &HeaderMap,
+    share: &str,
+    need: fn(Perm) -> bool,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    let slot = api.slots.clone().try_acquire_owned().map_err(|_| {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests under way; try again",
+        )
+    })?;
+    api.admit(h, share, need)?;
+    Ok(slot)
+}
+
 fn answer(code: StatusCode, why: &str) -> Response {
     (code, format!("{why}\n")).into_response()
 }
@@ -134,46 +216,77 @@ async fn blocking(f: impl FnOnce() -> std::io::Result<Response> + Send + 'static
 }
 
 async fn get_file(State(api): State<Arc<Api>>, Path((share, path)): Path<(String, String)>, h: HeaderMap) -> Response {
-    if let Err(r) = api.admit(&h, &share, Perm::reads) {
-        return r;
-    }
-    let p = match api.place(&path) {
-        Ok(p) => p,
+    let (_slot, p) = match enter(&api, &h, &share, Perm::reads).and_then(|s| Ok((s, api.place(&path)?))) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    blocking(move || Ok(([(header::CONTENT_TYPE, "application/octet-stream")], std::fs::read(p)?).into_response()))
-        .await
+    let root = api.dir.clone();
+    blocking(move || {
+        no_links(&root, p.strip_prefix(&root).unwrap_or(&p))?;
+        Ok(([(header::CONTENT_TYPE, "application/octet-stream")], std::fs::read(p)?).into_response())
+    })
+    .await
 }
 
 async fn put_file(
     State(api): State<Arc<Api>>,
     Path((share, path)): Path<(String, String)>,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    if let Err(r) = api.admit(&h, &share, Perm::writes) {
-        return r;
-    }
-    let p = match api.place(&path) {
-        Ok(p) => p,
+    // The token is checked before a byte of the body is read.
+    let (_slot, p) = match enter(&api, &h, &share, Perm::writes).and_then(|s| Ok((s, api.place(&path)?))) {
+        Ok(x) => x,
         Err(r) => return r,
     };
+    let root = api.dir.clone();
+    let (parent, name) = match (p.parent(), p.file_name()) {
+        (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().into_owned()),
+        _ => return answer(StatusCode::BAD_REQUEST, "no file name"),
+    };
+    // Written beside it, then renamed over it: a reader never sees half.
+    let tmp = parent.join(format!(".{name}.lattice-api-{}", rand::random::<u32>()));
+    let (r2, d2) = (root.clone(), parent.clone());
+    let ready = blocking(move || {
+        no_links(&r2, d2.strip_prefix(&r2).unwrap_or(&d2))?;
+        std::fs::create_dir_all(&d2)?;
+        Ok(answer(StatusCode::OK, ""))
+    })
+    .await;
+    if ready.status() != StatusCode::OK {
+        return ready;
+    }
+    let streamed = async {
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            total += chunk.len() as u64;
+            if total > MAX_BODY {
+                return Ok(Some(answer(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 1 GiB")));
+            }
+            f.write_all(&chunk).await?;
+        }
+        f.sync_all().await?;
+        std::io::Result::Ok(None)
+    }
+    .await;
+    let refused = match streamed {
+        Ok(None) => None,
+        Ok(Some(r)) => Some(r),
+        Err(e) => Some(io_answer(e)),
+    };
+    if let Some(r) = refused {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
+        return r;
+    }
     blocking(move || {
-        let parent = p.parent().expect("a placed path has a parent");
-        std::fs::create_dir_all(parent)?;
-        // Written beside it, then renamed over it: a reader never sees half.
-        let name = p.file_name().expect("a placed path has a name").to_string_lossy();
-        let tmp = parent.join(format!(".{name}.lattice-api-{}", rand::random::<u32>()));
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)
-        })();
-        if written.is_err() {
+        let renamed = no_links(&root, p.strip_prefix(&root).unwrap_or(&p)).and_then(|_| std::fs::rename(&tmp, &p));
+        if renamed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        written?;
+        renamed?;
         Ok(answer(StatusCode::OK, "written"))
     })
     .await
@@ -184,14 +297,13 @@ async fn delete_file(
     Path((share, path)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.admit(&h, &share, Perm::writes) {
-        return r;
-    }
-    let p = match api.place(&path) {
-        Ok(p) => p,
+    let (_slot, p) = match enter(&api, &h, &share, Perm::writes).and_then(|s| Ok((s, api.place(&path)?))) {
+        Ok(x) => x,
         Err(r) => return r,
     };
+    let root = api.dir.clone();
     blocking(move || {
+        no_links(&root, p.strip_prefix(&root).unwrap_or(&p))?;
         std::fs::remove_file(p)?;
         Ok(answer(StatusCode::OK, "deleted"))
     })
@@ -204,9 +316,10 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.admit(&h, &share, Perm::reads) {
-        return r;
-    }
+    let _slot = match enter(&api, &h, &share, Perm::reads) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     // Walk from the deepest folder the prefix names.
     let start = prefix.rsplit_once('/').map_or("", |(d, _)| d).to_string();
@@ -220,6 +333,7 @@ async fn list(
     };
     let root = api.dir.clone();
     blocking(move || {
+        no_links(&root, from.strip_prefix(&root).unwrap_or(&from))?;
         let mut files = Vec::new();
         let mut todo = vec![from];
         while let Some(d) = todo.pop() {
@@ -255,7 +369,7 @@ fn router(api: Api) -> Router {
             "/shares/{share}/files/{*path}",
             get(get_file).put(put_file).delete(delete_file),
         )
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::disable())
         .with_state(Arc::new(api))
 }
 
@@ -305,9 +419,17 @@ impl Server {
         Ok(Server { addr, stop: tx, task })
     }
 
-    /// Stops taking requests and waits for those under way.
+    /// Stops taking requests and waits for those under way, 5 s at most
+    /// (a client that never finishes its upload must not hold the unmount).
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the HTTP API did not finish its requests within 5 s; cut them off");
+            task.abort();
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! blake3 hash of each secret. A token is `lattice_<id>_<secret>`: the id
 //! finds the record, the secret is checked against its hash. `mountctl token
 //! create` prints a token once; `list` shows records; `revoke` deletes one.
-//! The daemon reads the file at every request, so a revocation holds at once.
+//! The daemon looks at the file at every request (a `stat`, and a read when
+//! it changed), so a revocation holds at once.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,28 @@ pub fn file(home: &Path) -> PathBuf {
     home.join("tokens.json")
 }
 
+/// Holds `HOME/tokens.lock` while a `create` or `revoke` reads, changes and
+/// writes the file, so that two at once cannot undo each other (a revocation
+/// written back by a concurrent create).
+struct Locked {
+    /// The lock is the open file's: it goes when this is dropped.
+    _file: std::fs::File,
+}
+
+impl Locked {
+    fn take(home: &Path) -> Result<Locked> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(home.join("tokens.lock"))?;
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot lock the token file");
+        }
+        Ok(Locked { _file: f })
+    }
+}
+
 pub fn load(home: &Path) -> Result<Vec<Record>> {
     let p = file(home);
     match std::fs::read(&p) {
@@ -68,7 +91,7 @@ pub fn load(home: &Path) -> Result<Vec<Record>> {
 fn save(home: &Path, records: &[Record]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let p = file(home);
-    let tmp = p.with_extension("json.tmp");
+    let tmp = p.with_extension(format!("json.{}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -87,8 +110,14 @@ fn hash(secret: &str) -> String {
 
 /// Makes a token; returns it (the only time its secret is shown) and its record.
 pub fn create(home: &Path, share: &str, perm: Perm, ttl_ms: Option<u64>) -> Result<(String, Record)> {
+    let _lock = Locked::take(home)?;
     let mut records = load(home)?;
-    let id = hex::encode(rand::random::<[u8; 4]>());
+    let id = loop {
+        let id = hex::encode(rand::random::<[u8; 4]>());
+        if records.iter().all(|r| r.id != id) {
+            break id;
+        }
+    };
     let secret = hex::encode(rand::random::<[u8; 24]>());
     let now = store::hlc::wall_ms();
     let r = Record {
@@ -105,6 +134,7 @@ pub fn create(home: &Path, share: &str, perm: Perm, ttl_ms: Option<u64>) -> Resu
 }
 
 pub fn revoke(home: &Path, id: &str) -> Result<()> {
+    let _lock = Locked::take(home)?;
     let mut records = load(home)?;
     let before = records.len();
     records.retain(|r| r.id != id);
@@ -114,15 +144,17 @@ pub fn revoke(home: &Path, id: &str) -> Result<()> {
     save(home, &records)
 }
 
-/// Why a presented token is not accepted (all answer 401).
-pub fn check(home: &Path, presented: &str) -> Result<Record> {
+/// The record of a presented token among `records`, or why it is not
+/// accepted (all answer 401).
+pub fn check(records: &[Record], presented: &str) -> Result<Record> {
     let rest = presented
         .strip_prefix("lattice_")
         .ok_or_else(|| anyhow!("not a Lattice token"))?;
     let (id, secret) = rest.split_once('_').ok_or_else(|| anyhow!("not a Lattice token"))?;
-    let r = load(home)?
-        .into_iter()
+    let r = records
+        .iter()
         .find(|r| r.id == id)
+        .cloned()
         .ok_or_else(|| anyhow!("unknown or revoked token"))?;
     // Hashes of equal length, compared whole: no early exit on the secret.
     let (a, b) = (hash(secret), r.hash.clone());

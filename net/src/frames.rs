@@ -14,6 +14,8 @@ use crate::wire::{self, Kind};
 
 /// How long a peer may take to send the next frame of an answer.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connecting peer may take to open its stream and say hello.
+pub(crate) const HELLO_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn send(s: &Shared, peer: AuthorId, w: &mut SendStream, k: Kind) -> Result<()> {
     let n = wire::write(w, k).await?;
@@ -29,7 +31,7 @@ pub(crate) async fn recv(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Resu
 /// The first frame of a connection, from a peer that may not be a member:
 /// held to [`wire::MAX_FIRST_FRAME`].
 pub(crate) async fn recv_first(s: &Shared, peer: AuthorId, r: &mut RecvStream) -> Result<Kind> {
-    read_within(s, peer, r, READ_TIMEOUT, wire::MAX_FIRST_FRAME).await
+    read_within(s, peer, r, HELLO_WAIT, wire::MAX_FIRST_FRAME).await
 }
 
 /// [`recv`] for an answer that may legitimately take long (a pull-back).

@@ -8,11 +8,13 @@
 //! and refuses everyone else with a reason the dialer can print.
 //!
 //! Connections are bounded: at most [`PER_PEER`] live connections with any
-//! one peer (a new one closes its oldest: a restarted peer's old connections
-//! look alive until QUIC's idle timeout, and the new ones must win), and at
-//! most [`STRANGERS`] with peers that are not members, past which a new one
-//! is rejected at the handshake, before any handler runs. Members are never
-//! counted against that cap, so a flood of strangers cannot crowd them out.
+//! one peer, and at most [`STRANGERS`] with peers that are not members
+//! (joiners presenting invites, strangers about to be refused). Past either,
+//! a new connection closes the oldest one over the cap: a restarted peer's
+//! old connections look alive until QUIC's idle timeout and its new ones must
+//! win, and a flood of strangers must not lock out a joiner. A stranger that
+//! says nothing is dropped after 10 s (`frames::HELLO_WAIT`). Members are
+//! never counted against the strangers' cap.
 //!
 //! Connections with members are remembered (weakly), so
 //! [`Gate::close_non_members`] can cut a removed peer off at once, whichever
@@ -118,6 +120,12 @@ impl Gate {
     /// A joiner was admitted on `conn`: from now on it is cut off like any
     /// member's if it is removed.
     pub fn admitted(&self, conn: &Connection) {
+        // No longer a stranger: not to be closed for the strangers' cap.
+        for (_, member, w) in self.0.live.lock().unwrap().iter_mut() {
+            if w.upgrade().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                *member = true;
+            }
+        }
         let mut conns = self.0.conns.lock().unwrap();
         if self.0.dir.role(&author_id(&conn.remote_id())).is_some() {
             conns.retain(|w| w.upgrade().is_some());
@@ -142,16 +150,20 @@ impl EndpointHooks for Gate {
             let theirs = live.iter().filter(|(p, _, _)| *p == peer).count();
             let strangers = live.iter().filter(|(_, m, _)| !m).count();
             if !member && strangers >= STRANGERS {
+                // The oldest stranger goes, not the newcomer: a flood of
+                // strangers must not lock a joiner with a valid invite out.
                 if !self.0.over_cap.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
                         peer = %peer.short(),
-                        "refusing connections over the caps ({STRANGERS} from non-members); said once until they clear"
+                        "over the caps: more than {STRANGERS} connections from non-members, the oldest are closed; said once until they clear"
                     );
                 }
-                return AfterHandshakeOutcome::Reject {
-                    error_code: VarInt::from_u32(handshake::CODE_REFUSED),
-                    reason: b"too many connections".to_vec(),
-                };
+                if let Some(i) = live.iter().position(|(_, m, _)| !m) {
+                    let (_, _, w) = live.remove(i);
+                    if let Some(c) = w.upgrade() {
+                        c.close(VarInt::from_u32(handshake::CODE_REFUSED), b"too many connections");
+                    }
+                }
             }
             if theirs >= PER_PEER {
                 // The newest wins: a peer killed and restarted leaves live-

@@ -259,6 +259,8 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
     // (author, seq) -> (who to ask, retries done, when next)
     let mut waiting: HashMap<(AuthorId, u64), (BTreeSet<AuthorId>, u32, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(FIRST_RETRY);
+    // The tick is off while nothing waits: missed ticks must not come in a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             n = taken.recv_many(&mut heard, 256) => {
@@ -274,7 +276,7 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
                         Heard::Have(from, have) => {
                             let now = Instant::now();
                             for (author, seq) in have {
-                                if author != s.me && waiting.len() < QUEUE {
+                                if author != s.me && waiting.len() < QUEUE && s.dir.role(&author).is_some() {
                                     waiting.entry((author, seq)).or_insert_with(|| (BTreeSet::new(), 0, now)).0.insert(from);
                                 }
                             }

@@ -170,7 +170,11 @@ async fn refuse(
 
 /// The acceptor's half of the handshake: true when the link is open.
 async fn accept_hello(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> Result<bool> {
-    let (mut tx, mut rx) = conn.accept_bi().await?;
+    // A peer that connects and says nothing holds a connection slot (see
+    // `gate.rs`) only this long.
+    let (mut tx, mut rx) = tokio::time::timeout(crate::frames::HELLO_WAIT, conn.accept_bi())
+        .await
+        .map_err(|_| anyhow!("no hello within {} s", crate::frames::HELLO_WAIT.as_secs()))??;
     let h = match crate::frames::recv_first(s, peer, &mut rx).await? {
         Kind::Hello(h) => h,
         // A member tells this node it was removed: believe the signed entry, not the words.
