@@ -111,10 +111,10 @@ pub fn versions_at(m: &Mount, path: &str) -> BTreeSet<Vec<u8>> {
     let mut out = BTreeSet::new();
     for n in fs::read_dir(&dir).into_iter().flatten().flatten() {
         let n = n.file_name().to_string_lossy().into_owned();
-        if n == name || n.starts_with(&format!("{stem}.conflict-")) {
-            if let Ok(data) = fs::read(dir.join(&n)) {
-                out.insert(data);
-            }
+        if (n == name || n.starts_with(&format!("{stem}.conflict-")))
+            && let Ok(data) = fs::read(dir.join(&n))
+        {
+            out.insert(data);
         }
     }
     out
