@@ -174,6 +174,8 @@ fn s05_gossip_loses_messages() {
     for m in [&a, &b, &c] {
         ctl_ok(m, &["net", "gossip", "loss=50", "dup=20", "reorder=30", "delay=5"]);
     }
+    // Per peer: what A delivers to C is worse still.
+    ctl_ok(&c, &["net", "gossip", &id(&a), "loss=80", "delay=20"]);
     let mut l = Ledger::default();
     for i in 0..60 {
         l.write(&a, &format!("a{i}.txt"), format!("a {i}").as_bytes());

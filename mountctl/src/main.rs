@@ -155,7 +155,7 @@ enum Cmd {
     },
     /// Cut this node off the network, or plug it back (for partition tests):
     /// `off`, `on`; with LATTICE_TEST_FAULTS=1 also `cut ID`, `heal [ID]`,
-    /// `gossip loss=PCT dup=PCT reorder=PCT delay=MS`.
+    /// `gossip [ID] loss=PCT dup=PCT reorder=PCT delay=MS`.
     #[command(hide = true)]
     Net {
         #[arg(required = true, num_args = 1..)]

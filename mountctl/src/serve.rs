@@ -348,10 +348,12 @@ async fn answer(d: &Daemon, req: &str) -> Value {
             Ok(()) => json!({ "ok": true }),
             Err(e) => err(e),
         },
-        ["net", "gossip", faults @ ..] => match gossip_faults(faults).and_then(|g| d.net.set_gossip_faults(g)) {
-            Ok(()) => json!({ "ok": true }),
-            Err(e) => err(e),
-        },
+        ["net", "gossip", faults @ ..] => {
+            match gossip_faults(d, faults).and_then(|(from, g)| d.net.set_gossip_faults(from, g)) {
+                Ok(()) => json!({ "ok": true }),
+                Err(e) => err(e),
+            }
+        }
         _ => err(format!("unknown request {req:?}")),
     }
 }
@@ -504,9 +506,14 @@ async fn status(d: &Daemon) -> Value {
     })
 }
 
-/// `loss=PCT dup=PCT reorder=PCT delay=MS` (any subset; the rest are 0).
-fn gossip_faults(words: &[&str]) -> Result<net::GossipFaults, String> {
+/// `[PEER] loss=PCT dup=PCT reorder=PCT delay=MS` (any subset; the rest are
+/// 0). Without PEER, for gossip any peer delivers.
+fn gossip_faults(d: &Daemon, words: &[&str]) -> Result<(Option<store::AuthorId>, net::GossipFaults), String> {
     let mut g = net::GossipFaults::default();
+    let (from, words) = match words.split_first() {
+        Some((w, rest)) if !w.contains('=') => (Some(member_by_prefix(d, w)?), rest),
+        _ => (None, words),
+    };
     for w in words {
         let bad = || format!("{w:?}: expected loss=PCT, dup=PCT, reorder=PCT or delay=MS");
         let (k, v) = w.split_once('=').ok_or_else(bad)?;
@@ -520,5 +527,5 @@ fn gossip_faults(words: &[&str]) -> Result<net::GossipFaults, String> {
             _ => return Err(bad()),
         }
     }
-    Ok(g)
+    Ok((from, g))
 }

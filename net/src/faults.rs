@@ -37,7 +37,8 @@ pub(crate) struct Faults {
 #[derive(Default)]
 struct State {
     cut: HashSet<AuthorId>,
-    gossip: GossipFaults,
+    /// Per deliverer (`None`: every other one).
+    gossip: std::collections::HashMap<Option<AuthorId>, GossipFaults>,
     /// A message held back to be delivered after the next one.
     held: Option<Bytes>,
 }
@@ -55,7 +56,7 @@ impl Faults {
     }
 
     fn refresh(&self, st: &State) {
-        let on = !st.cut.is_empty() || st.gossip != GossipFaults::default() || st.held.is_some();
+        let on = !st.cut.is_empty() || !st.gossip.is_empty() || st.held.is_some();
         self.active.store(on, Ordering::Release);
     }
 
@@ -85,15 +86,21 @@ impl Faults {
         self.check_enabled()?;
         let mut st = self.state();
         st.cut.clear();
-        st.gossip = GossipFaults::default();
+        st.gossip.clear();
         self.refresh(&st);
         Ok(())
     }
 
-    pub fn set_gossip(&self, g: GossipFaults) -> Result<(), String> {
+    /// Sets what gossip delivered by `from` suffers (`None`: by any peer
+    /// without faults of its own); all zero clears them.
+    pub fn set_gossip(&self, from: Option<AuthorId>, g: GossipFaults) -> Result<(), String> {
         self.check_enabled()?;
         let mut st = self.state();
-        st.gossip = g;
+        if g == GossipFaults::default() {
+            st.gossip.remove(&from);
+        } else {
+            st.gossip.insert(from, g);
+        }
         self.refresh(&st);
         Ok(())
     }
@@ -111,16 +118,23 @@ impl Faults {
     /// What the application sees of one received gossip message: nothing
     /// (lost, or held back), the message, or it twice; a held-back message
     /// follows the next one. Waits out the delay first.
-    pub async fn gossip(&self, msg: Bytes) -> Vec<Bytes> {
+    pub async fn gossip(&self, from: AuthorId, msg: Bytes) -> Vec<Bytes> {
         if !self.active.load(Ordering::Acquire) {
             return vec![msg];
         }
-        let delay = self.state().gossip.delay;
+        let g = {
+            let st = self.state();
+            st.gossip
+                .get(&Some(from))
+                .or(st.gossip.get(&None))
+                .copied()
+                .unwrap_or_default()
+        };
+        let delay = g.delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let mut st = self.state();
-        let g = st.gossip;
         let roll = |pct: u8| pct > 0 && rand::random::<u8>() % 100 < pct;
         let out = if roll(g.loss) {
             Vec::new()
@@ -157,23 +171,41 @@ mod tests {
         let p = AuthorId([1; 32]);
         f.set_cut(p, true).unwrap();
         assert!(f.is_cut(&p) && !f.is_cut(&AuthorId([2; 32])));
-        f.set_gossip(GossipFaults {
-            reorder: 100,
-            ..Default::default()
-        })
+        f.set_gossip(
+            None,
+            GossipFaults {
+                reorder: 100,
+                ..Default::default()
+            },
+        )
         .unwrap();
-        assert!(f.gossip(Bytes::from_static(b"1")).await.is_empty());
+        assert!(f.gossip(p, Bytes::from_static(b"1")).await.is_empty());
         // Held already: the next passes, followed by the held one.
-        let out = f.gossip(Bytes::from_static(b"2")).await;
+        let out = f.gossip(p, Bytes::from_static(b"2")).await;
         assert_eq!(out, vec![Bytes::from_static(b"2"), Bytes::from_static(b"1")]);
-        f.set_gossip(GossipFaults {
-            loss: 100,
-            ..Default::default()
-        })
+        f.set_gossip(
+            None,
+            GossipFaults {
+                loss: 100,
+                ..Default::default()
+            },
+        )
         .unwrap();
-        assert!(f.gossip(Bytes::from_static(b"3")).await.is_empty());
+        assert!(f.gossip(p, Bytes::from_static(b"3")).await.is_empty());
+        // Per deliverer: another peer's gossip passes.
+        f.set_gossip(
+            Some(p),
+            GossipFaults {
+                loss: 100,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        f.set_gossip(None, GossipFaults::default()).unwrap();
+        assert!(f.gossip(p, Bytes::from_static(b"5")).await.is_empty());
+        assert_eq!(f.gossip(AuthorId([2; 32]), Bytes::from_static(b"6")).await.len(), 1);
         f.heal_all().unwrap();
         assert!(!f.is_cut(&p));
-        assert_eq!(f.gossip(Bytes::from_static(b"4")).await.len(), 1);
+        assert_eq!(f.gossip(p, Bytes::from_static(b"4")).await.len(), 1);
     }
 }

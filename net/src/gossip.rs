@@ -214,7 +214,7 @@ async fn receive(s: Arc<Shared>, mut rx: GossipReceiver) {
                 if s.faults.is_cut(&from) {
                     continue;
                 }
-                for content in s.faults.gossip(m.content).await {
+                for content in s.faults.gossip(from, m.content).await {
                     s.peers.received(from, content.len());
                     queue_announced(&s, &queue, from, &content);
                 }

@@ -479,8 +479,9 @@ impl Net {
     }
 
     /// Makes received gossip lost, duplicated, reordered or late. Tests only.
-    pub fn set_gossip_faults(&self, g: GossipFaults) -> Result<(), String> {
-        self.shared.faults.set_gossip(g)
+    /// `from`: only gossip that peer delivers; `None`: from every peer.
+    pub fn set_gossip_faults(&self, from: Option<AuthorId>, g: GossipFaults) -> Result<(), String> {
+        self.shared.faults.set_gossip(from, g)
     }
 
     /// What came in since start, and how far behind the best-informed peer
