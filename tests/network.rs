@@ -37,19 +37,6 @@ fn peer_entry(m: &Mount, id: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{id} is not among the peers: {v}"))
 }
 
-/// Kills `m`'s daemon with SIGKILL and clears its dead mount.
-fn kill_daemon(m: &mut Mount) {
-    let pid = m.daemon_pid();
-    kill(pid, libc::SIGKILL);
-    assert!(
-        wait_pid_gone(pid, Duration::from_secs(20)),
-        "daemon {pid} survived SIGKILL"
-    );
-    let out = ctl(m, &["unmount", m.dir.to_str().unwrap()]);
-    assert!(out.ok(), "clearing the dead mount: {}", out.describe());
-    m.mark_unmounted();
-}
-
 /// Time until `b` holds every entry `a` holds (as `a` says now).
 fn catch_up(a: &Mount, b: &Mount, bound: Duration) -> Duration {
     let want = frontier(a).expect("A's frontier");
@@ -93,7 +80,7 @@ fn restarts_on_the_default_binding_catch_up_at_once() {
             f.sync_all().unwrap(); // durable: A has it after the kill
         }
         let b_before = frontier(&b).unwrap();
-        kill_daemon(&mut a);
+        a.kill_daemon();
         let restarted = Instant::now();
         a.mount();
         assert_eq!(

@@ -138,26 +138,15 @@ fn s04_sigkill_in_the_middle_of_a_sync() {
     for i in 0..500 {
         l.write(&a, &format!("many/{i}.txt"), format!("{i}").as_bytes());
     }
-    let kill_soon = |m: &mut Mount| {
-        let pid = m.daemon_pid();
-        std::thread::sleep(Duration::from_millis(150));
-        kill(pid, libc::SIGKILL);
-        assert!(wait_pid_gone(pid, Duration::from_secs(10)));
-        let out = mountctl(
-            &m.home,
-            &[std::ffi::OsStr::new("unmount"), m.dir.as_os_str()],
-            Duration::from_secs(30),
-        );
-        assert!(out.ok(), "clearing the stale mount: {}", out.describe());
-        m.mark_unmounted();
-    };
     // The receiver dies mid-transfer (48 MB take more than the 150 ms here).
     b.mount();
     assert_ne!(frontier(&b), frontier(&a), "B had everything before it was killed");
-    kill_soon(&mut b);
+    std::thread::sleep(Duration::from_millis(150));
+    b.kill_daemon();
     b.mount();
     // Then the sender dies while B pulls.
-    kill_soon(&mut a);
+    std::thread::sleep(Duration::from_millis(150));
+    a.kill_daemon();
     a.mount();
     settled(&mut [&mut b, &mut a], &l);
     assert_bytes_eq("big.bin on B", &big, &read(&b.p("big.bin")));

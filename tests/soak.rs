@@ -135,19 +135,7 @@ fn writers_under_random_faults_end_identical_with_every_fsynced_write() {
                         // SIGKILL and restart; a restarted daemon forgets its
                         // cuts, so their other sides are healed too.
                         let mut m = lock(i);
-                        let pid = m.daemon_pid();
-                        kill(pid, libc::SIGKILL);
-                        assert!(
-                            wait_pid_gone(pid, Duration::from_secs(10)),
-                            "daemon {pid} survived SIGKILL"
-                        );
-                        let out = mountctl(
-                            &m.home,
-                            &[std::ffi::OsStr::new("unmount"), m.dir.as_os_str()],
-                            Duration::from_secs(30),
-                        );
-                        assert!(out.ok(), "clearing a killed node's mount: {}", out.describe());
-                        m.mark_unmounted();
+                        m.kill_daemon();
                         let mut args = vec!["mount"];
                         args.extend(ARGS);
                         m.mount_with(&args);

@@ -149,12 +149,12 @@ impl Api {
     }
 }
 
-/// Refuses a path through a symbolic link: walks `rel` from `root` and
-/// fails with `PermissionDenied` at the first link (what does not exist yet
-/// is fine: a PUT makes it).
-fn no_links(root: &FsPath, rel: &FsPath) -> std::io::Result<()> {
+/// Refuses a path through a symbolic link: walks `full` down from `root`
+/// and fails with `PermissionDenied` at the first link (what does not exist
+/// yet is fine: a PUT makes it).
+fn no_links(root: &FsPath, full: &FsPath) -> std::io::Result<()> {
     let mut p = root.to_path_buf();
-    for c in rel.components() {
+    for c in full.strip_prefix(root).unwrap_or(full).components() {
         p.push(c);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -189,6 +189,18 @@ fn enter(
     Ok(slot)
 }
 
+/// [`enter`], then the file `path` names under the mount.
+fn enter_at(
+    api: &Api,
+    h: &HeaderMap,
+    share: &str,
+    need: fn(Perm) -> bool,
+    path: &str,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, PathBuf), Response> {
+    let slot = enter(api, h, share, need)?;
+    Ok((slot, api.place(path)?))
+}
+
 fn answer(code: StatusCode, why: &str) -> Response {
     (code, format!("{why}\n")).into_response()
 }
@@ -216,13 +228,13 @@ async fn blocking(f: impl FnOnce() -> std::io::Result<Response> + Send + 'static
 }
 
 async fn get_file(State(api): State<Arc<Api>>, Path((share, path)): Path<(String, String)>, h: HeaderMap) -> Response {
-    let (_slot, p) = match enter(&api, &h, &share, Perm::reads).and_then(|s| Ok((s, api.place(&path)?))) {
+    let (_slot, p) = match enter_at(&api, &h, &share, Perm::reads, &path) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let root = api.dir.clone();
     blocking(move || {
-        no_links(&root, p.strip_prefix(&root).unwrap_or(&p))?;
+        no_links(&root, &p)?;
         Ok(([(header::CONTENT_TYPE, "application/octet-stream")], std::fs::read(p)?).into_response())
     })
     .await
@@ -235,7 +247,7 @@ async fn put_file(
     body: Body,
 ) -> Response {
     // The token is checked before a byte of the body is read.
-    let (_slot, p) = match enter(&api, &h, &share, Perm::writes).and_then(|s| Ok((s, api.place(&path)?))) {
+    let (_slot, p) = match enter_at(&api, &h, &share, Perm::writes, &path) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -248,7 +260,7 @@ async fn put_file(
     let tmp = parent.join(format!(".{name}.lattice-api-{}", rand::random::<u32>()));
     let (r2, d2) = (root.clone(), parent.clone());
     let ready = blocking(move || {
-        no_links(&r2, d2.strip_prefix(&r2).unwrap_or(&d2))?;
+        no_links(&r2, &d2)?;
         std::fs::create_dir_all(&d2)?;
         Ok(answer(StatusCode::OK, ""))
     })
@@ -282,7 +294,7 @@ async fn put_file(
         return r;
     }
     blocking(move || {
-        let renamed = no_links(&root, p.strip_prefix(&root).unwrap_or(&p)).and_then(|_| std::fs::rename(&tmp, &p));
+        let renamed = no_links(&root, &p).and_then(|_| std::fs::rename(&tmp, &p));
         if renamed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -297,13 +309,13 @@ async fn delete_file(
     Path((share, path)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Response {
-    let (_slot, p) = match enter(&api, &h, &share, Perm::writes).and_then(|s| Ok((s, api.place(&path)?))) {
+    let (_slot, p) = match enter_at(&api, &h, &share, Perm::writes, &path) {
         Ok(x) => x,
         Err(r) => return r,
     };
     let root = api.dir.clone();
     blocking(move || {
-        no_links(&root, p.strip_prefix(&root).unwrap_or(&p))?;
+        no_links(&root, &p)?;
         std::fs::remove_file(p)?;
         Ok(answer(StatusCode::OK, "deleted"))
     })
@@ -333,7 +345,7 @@ async fn list(
     };
     let root = api.dir.clone();
     blocking(move || {
-        no_links(&root, from.strip_prefix(&root).unwrap_or(&from))?;
+        no_links(&root, &from)?;
         let mut files = Vec::new();
         let mut todo = vec![from];
         while let Some(d) = todo.pop() {

@@ -284,10 +284,12 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
                     }
                 }
                 let announced: Vec<_> = group.iter().map(|(a, seq, from, _)| (*a, *seq, *from)).collect();
-                take(&s, std::mem::take(&mut group)).await;
+                let held = take(&s, std::mem::take(&mut group)).await;
                 let next = Instant::now() + FIRST_RETRY;
+                // Only what was not taken waits: the usual group costs no
+                // second look at the store.
                 for (author, seq, from) in announced {
-                    if waiting.len() < QUEUE {
+                    if !held.contains(&(author, seq)) && waiting.len() < QUEUE {
                         let w = waiting.entry((author, seq)).or_insert_with(|| (BTreeSet::new(), 0, next));
                         w.0.insert(from);
                         if s.dir.role(&author).is_some() {
@@ -297,6 +299,9 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
                 }
             }
             _ = tick.tick(), if !waiting.is_empty() => {}
+        }
+        if waiting.is_empty() {
+            continue;
         }
         let store = s.store.clone();
         let Ok(Ok(held)) = tokio::task::spawn_blocking(move || store.frontier()).await else {
@@ -319,17 +324,19 @@ async fn take_all(s: Arc<Shared>, mut taken: mpsc::Receiver<Heard>) {
     }
 }
 
-/// Applies announced entries, or asks their sources for a sync when it cannot.
-async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
+/// Applies announced entries, or asks their sources for a sync when it
+/// cannot. Returns the (author, seq) of those it applied or already held.
+async fn take(s: &Arc<Shared>, group: Vec<Announced>) -> BTreeSet<(AuthorId, u64)> {
+    let mut held = BTreeSet::new();
     if s.paused() {
-        return;
+        return held;
     }
     // Content comes from the author when it is a member we can reach, else
     // from whoever delivered the announcement. When that fails, a sync with
     // the deliverer stands in too: it holds what it passed on, even where
     // the author is out of reach (a chain A-B-C where A and C never meet).
-    let mut by_source: BTreeMap<AuthorId, (Vec<Vec<u8>>, BTreeSet<AuthorId>)> = BTreeMap::new();
-    for (author, _, from, entry) in group {
+    let mut by_source: BTreeMap<AuthorId, (Vec<Vec<u8>>, Vec<(AuthorId, u64)>, BTreeSet<AuthorId>)> = BTreeMap::new();
+    for (author, seq, from, entry) in group {
         let source = if s.dir.role(&author).is_some() && !s.cut_off(&author) {
             author
         } else {
@@ -339,14 +346,16 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             let _ = s.asks.try_send(Ask::Pull(source));
             let _ = s.asks.try_send(Ask::Pull(from));
         } else {
-            let (entries, deliverers) = by_source.entry(source).or_default();
+            let (entries, keys, deliverers) = by_source.entry(source).or_default();
             entries.push(entry);
+            keys.push((author, seq));
             deliverers.insert(from);
         }
     }
     let mut ready = Vec::new();
     let mut sources = Vec::new();
-    for (source, (entries, deliverers)) in by_source {
+    let mut ready_keys = Vec::new();
+    for (source, (entries, keys, deliverers)) in by_source {
         let fetched = async {
             let missing = s.store.missing_refs(&entries)?;
             if !missing.is_empty() {
@@ -359,6 +368,7 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             Ok(()) => {
                 sources.extend(std::iter::repeat_n(source, entries.len()));
                 ready.extend(entries);
+                ready_keys.extend(keys);
             }
             Err(e) => {
                 tracing::debug!(peer = %source.short(), "cannot fetch announced content: {e:#}");
@@ -369,7 +379,7 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
         }
     }
     if ready.is_empty() || s.paused() {
-        return;
+        return held;
     }
     let store = s.store.clone();
     let out = match tokio::task::spawn_blocking(move || store.ingest(&ready)).await {
@@ -378,12 +388,14 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             for source in sources {
                 let _ = s.asks.try_send(Ask::Pull(source));
             }
-            return;
+            return held;
         }
     };
-    for (o, source) in out.into_iter().zip(sources) {
+    for ((o, source), key) in out.into_iter().zip(sources).zip(ready_keys) {
         match o {
-            Outcome::Applied { .. } | Outcome::Duplicate => {}
+            Outcome::Applied { .. } | Outcome::Duplicate => {
+                held.insert(key);
+            }
             Outcome::Refused(r) => {
                 s.note_refusal(source, &r);
                 let _ = s.asks.try_send(Ask::Pull(source));
@@ -393,6 +405,7 @@ async fn take(s: &Arc<Shared>, group: Vec<Announced>) {
             }
         }
     }
+    held
 }
 
 /// Keeps the topic joined with members: new ones at once; and every 10 s,

@@ -106,6 +106,15 @@ async fn owner() -> Node {
     start(s, &id).await
 }
 
+/// An endpoint of its own (key `secret`, bound to `bind`), with no address
+/// book and no hooks: a dialer that knows only what it is given.
+async fn dialer(secret: [u8; 32], bind: &str) -> iroh::Endpoint {
+    let lookup = iroh::address_lookup::MemoryLookup::new();
+    net::endpoint::bind(secret, bind.parse().unwrap(), &Default::default(), &lookup, NoHooks)
+        .await
+        .unwrap()
+}
+
 fn publish_addrs(n: &Node) {
     let addrs: Vec<String> = n.net.addrs().iter().map(|a| a.to_string()).collect();
     n.store
@@ -259,23 +268,14 @@ async fn all_interfaces_advertise_dialable_addresses() {
     let key = iroh::PublicKey::from_bytes(&s.author().0).unwrap();
     for addr in &addrs {
         // A fresh dialer per address: one that knew another path could use it.
-        let lookup = iroh::address_lookup::MemoryLookup::new();
-        let dialer = net::endpoint::bind(
-            rand::random(),
-            "0.0.0.0:0".parse().unwrap(),
-            &Default::default(),
-            &lookup,
-            NoHooks,
-        )
-        .await
-        .unwrap();
+        let ep = dialer(rand::random(), "0.0.0.0:0").await;
         let to = iroh::EndpointAddr::new(key).with_ip_addr(*addr);
-        let conn = tokio::time::timeout(Duration::from_secs(5), dialer.connect(to, net::SYNC_ALPN))
+        let conn = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN))
             .await
             .unwrap_or_else(|_| panic!("no answer on {addr}"))
             .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
         conn.close(0u32.into(), b"bye");
-        dialer.close().await;
+        ep.close().await;
     }
     a.shutdown().await;
 }
@@ -323,16 +323,7 @@ async fn strangers_and_garbage_are_cut_off_while_members_keep_syncing() {
     // a frame that claims far more than it sends. Returns whether it ever
     // got a byte back.
     let attack = move |kind: u8| async move {
-        let lookup = iroh::address_lookup::MemoryLookup::new();
-        let ep = net::endpoint::bind(
-            rand::random(),
-            "127.0.0.1:0".parse().unwrap(),
-            &Default::default(),
-            &lookup,
-            NoHooks,
-        )
-        .await
-        .unwrap();
+        let ep = dialer(rand::random(), "127.0.0.1:0").await;
         let to = iroh::EndpointAddr::new(key).with_ip_addr(addr);
         let mut answered = false;
         if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN)).await
@@ -400,16 +391,7 @@ async fn a_member_speaking_garbage_is_cut_off_and_nothing_changes() {
         (0..2048).map(|_| rand::random::<u8>()).collect::<Vec<u8>>(),
         ((64u32 << 20).to_be_bytes()).to_vec(),
     ] {
-        let lookup = iroh::address_lookup::MemoryLookup::new();
-        let ep = net::endpoint::bind(
-            cid.secret_bytes(),
-            "127.0.0.1:0".parse().unwrap(),
-            &Default::default(),
-            &lookup,
-            NoHooks,
-        )
-        .await
-        .unwrap();
+        let ep = dialer(cid.secret_bytes(), "127.0.0.1:0").await;
         let to = iroh::EndpointAddr::new(key).with_ip_addr(addr);
         let conn = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, net::SYNC_ALPN))
             .await

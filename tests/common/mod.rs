@@ -631,6 +631,24 @@ impl Mount {
         self.mount();
     }
 
+    /// Kills the daemon with SIGKILL and clears its dead mount (as a user
+    /// would: `mountctl unmount DIR`), ready for [`Mount::mount`].
+    pub fn kill_daemon(&mut self) {
+        let pid = self.daemon_pid();
+        kill(pid, libc::SIGKILL);
+        assert!(
+            wait_pid_gone(pid, Duration::from_secs(20)),
+            "daemon {pid} survived SIGKILL"
+        );
+        let out = mountctl(
+            &self.home,
+            &[OsStr::new("unmount"), self.dir.as_os_str()],
+            MOUNT_TIMEOUT,
+        );
+        assert!(out.ok(), "clearing the dead mount: {}", out.describe());
+        self.mark_unmounted();
+    }
+
     /// For tests that took the mount down themselves (SIGTERM): forget it.
     pub fn mark_unmounted(&mut self) {
         self.mounted = false;
