@@ -192,7 +192,8 @@ impl Shared {
         };
         let d: Data = w.value.as_deref().and_then(node::decode).ok_or(Errno::EIO)?;
         let manifest = Arc::new(Manifest::decode(&d.manifest).map_err(eio)?);
-        if !self.store.missing_chunks(manifest.chunks()).map_err(eio)?.is_empty() {
+        // Held, so that a collection cannot take them before the entry is written.
+        if !self.store.hold_chunks(manifest.chunks()).map_err(eio)?.is_empty() {
             // Its bytes never reached this node (or were collected).
             return Err(Errno::ENODATA);
         }

@@ -37,6 +37,7 @@ pub mod pending;
 #[cfg(test)]
 mod regressions;
 mod setattr;
+pub mod space;
 pub mod tree;
 pub mod view;
 mod xattrs;

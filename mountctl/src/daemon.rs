@@ -187,6 +187,8 @@ pub struct Daemon {
     pub fs: fs::FsView,
     /// The HTTP API's URL, or why there is none (for `status`).
     pub api: std::sync::OnceLock<String>,
+    /// The last space report and the disk watch (`space.rs`).
+    pub space: crate::space::Watch,
 }
 
 /// The daemon: `ready` tells it to report on stdout and then let go of it.
@@ -516,6 +518,7 @@ async fn start(
         net,
         fs: fs_handle.view(),
         api: std::sync::OnceLock::new(),
+        space: Default::default(),
     };
     Ok((lock_file, daemon, fs_handle, session))
 }

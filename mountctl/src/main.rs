@@ -13,6 +13,7 @@ mod log;
 mod progress;
 mod serve;
 mod show;
+mod space;
 mod stale;
 mod tokens;
 
@@ -126,6 +127,28 @@ enum Cmd {
         /// Print Graphviz DOT (the only form for now; kept for scripts).
         #[arg(long)]
         dot: bool,
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
+        share: String,
+    },
+    /// This node's retention policy: `keep-history` (30d: keep every version
+    /// 30 days, then the latest of each file; `forever`; `0`) and `gc-below`
+    /// (free disk space under which old versions are collected by themselves).
+    Config {
+        key: Option<String>,
+        value: Option<String>,
+        #[arg(long, default_value = "default", value_parser = home::share_name)]
+        share: String,
+    },
+    /// Free the space of old versions the retention policy no longer keeps.
+    Gc {
+        /// Only say what would be freed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep this much history this time instead of the policy's (0, 7d, forever).
+        #[arg(long)]
+        keep: Option<String>,
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value = "default", value_parser = home::share_name)]
         share: String,
     },
@@ -398,6 +421,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Log { path, deleted, json } => history::log(&home, &path, deleted, json),
         Cmd::Restore { path, version, to } => history::restore(&home, &path, &version, to.as_deref()),
         Cmd::Completions { .. } | Cmd::Man => Ok(()),
+        Cmd::Config { key, value, share } => space::config(&home, &share, key.as_deref(), value.as_deref()),
+        Cmd::Gc {
+            dry_run,
+            keep,
+            json,
+            share,
+        } => space::gc(&home, &share, dry_run, keep.as_deref(), json),
         Cmd::DebugBundle { out } => {
             let p = bundle::write(&home, out)?;
             println!("{}", p.display());

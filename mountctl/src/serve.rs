@@ -48,8 +48,17 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     // Addresses change (a relay connects, an interface comes up): publish
     // them when they do, so members dial what is true now.
     let mut republish = tokio::time::interval(std::time::Duration::from_secs(5));
+    // The disk watch: one at a time, owned by this loop like the requests.
+    let mut space_tick = tokio::time::interval(crate::space::tick_every());
+    let mut space_task: Option<tokio::task::JoinHandle<()>> = None;
     let why = loop {
         tokio::select! {
+            _ = space_tick.tick() => {
+                if space_task.as_ref().is_none_or(|t| t.is_finished()) {
+                    let d = d.clone();
+                    space_task = Some(tokio::task::spawn_blocking(move || crate::space::tick(&d)));
+                }
+            }
             _ = republish.tick() => {
                 if let Err(e) = d.directory.publish(&d.net.addrs()) {
                     tracing::debug!("cannot publish this node's addresses: {e}");
@@ -99,6 +108,10 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
         }
     };
     requests.abort_all();
+    if let Some(t) = space_task {
+        // A collection under way finishes (it holds the store's writer lock).
+        let _ = t.await;
+    }
     why
 }
 
@@ -128,7 +141,7 @@ fn history_error(e: fs::errno::Errno) -> String {
         libc::ENOTDIR => "a folder on that path is not a folder".into(),
         libc::EISDIR => "that is the share's root, not a file".into(),
         libc::EINVAL => "not a file, or the version id matches several versions: give more of it".into(),
-        libc::ENODATA => "the content of that version is not on this node".into(),
+        libc::ENODATA => "the content of that version is not on this node (never fetched here, or collected under the retention policy: see `mountctl config`)".into(),
         libc::EEXIST => "another file has that name now: restore with --to NEW_PATH".into(),
         libc::EROFS => "this node may not write to the share".into(),
         n => format!("{}", std::io::Error::from_raw_os_error(n)),
@@ -144,10 +157,18 @@ fn err(msg: impl std::fmt::Display) -> Value {
     json!({ "error": msg.to_string() })
 }
 
-async fn answer(d: &Daemon, req: &str) -> Value {
+async fn answer(d: &Arc<Daemon>, req: &str) -> Value {
     let words: Vec<&str> = req.split_whitespace().collect();
     match words.as_slice() {
         ["status"] => status(d).await,
+        ["gc", keep, mode] => {
+            let (dd, keep, dry) = (d.clone(), keep.to_string(), *mode == "dry");
+            match tokio::task::spawn_blocking(move || crate::space::run(&dd, &keep, dry)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => err(format!("{e:#}")),
+                Err(e) => err(e),
+            }
+        }
         ["check"] => {
             let fs = d.fs.clone();
             match tokio::task::spawn_blocking(move || fs.check()).await {
@@ -503,6 +524,7 @@ async fn status(d: &Daemon) -> Value {
         "view_nodes": d.fs.stats().0,
         "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
+        "space": d.space.report(),
     })
 }
 

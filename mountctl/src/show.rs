@@ -86,7 +86,17 @@ pub fn status(home: &Home, json: bool) -> Result<()> {
             m["state"].as_str().unwrap_or("?"),
         );
         if let Some(b) = m["store_bytes"].as_u64() {
-            println!("  store: {:.1} MiB", b as f64 / 1048576.0);
+            let sp = &m["space"];
+            match (sp["history_bytes"].as_u64(), sp["free_bytes"].as_u64()) {
+                (Some(h), Some(f)) => println!(
+                    "  store: {}; old versions take {}; gc would free {} (keeping {})",
+                    crate::space::mib(b),
+                    crate::space::mib(h),
+                    crate::space::mib(f),
+                    sp["keep_history"].as_str().unwrap_or("?")
+                ),
+                _ => println!("  store: {}", crate::space::mib(b)),
+            }
         }
         if let Some(a) = m["api"].as_str() {
             println!("  HTTP API: {a}");

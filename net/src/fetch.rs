@@ -43,9 +43,12 @@ pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, 
         if let Some(d) = serve_delay() {
             tokio::time::sleep(d).await;
         }
-        let data = match ChunkHash::from_slice(h) {
-            Some(h) => s.store.chunk(&h)?,
-            None => None,
+        let (data, collected) = match ChunkHash::from_slice(h) {
+            Some(h) => match s.store.chunk(&h)? {
+                Some(d) => (Some(d), false),
+                None => (None, s.store.is_collected(&h)?),
+            },
+            None => (None, false),
         };
         let missing = data.is_none();
         if !missing {
@@ -55,6 +58,7 @@ pub(crate) async fn serve_want(s: &Shared, peer: AuthorId, tx: &mut SendStream, 
             hash: h.clone(),
             data: data.unwrap_or_default(),
             missing,
+            collected,
         };
         send(s, peer, tx, Kind::Chunk(c)).await?;
     }
@@ -91,6 +95,7 @@ pub(crate) async fn fetch_chunks(
             return Ok(());
         };
         let mut got = Vec::with_capacity(group.len());
+        let mut collected = Vec::new();
         for want in group {
             let c = match recv(s, peer, &mut rx).await? {
                 Kind::Chunk(c) => c,
@@ -100,10 +105,18 @@ pub(crate) async fn fetch_chunks(
             if c.hash != want.0 {
                 bail!("the peer sent chunk {} out of turn", hex::encode(&c.hash));
             }
+            if c.missing && c.collected {
+                collected.push(*want);
+                continue;
+            }
             if c.missing {
                 bail!("the peer lacks chunk {want}");
             }
             got.push((*want, c.data));
+        }
+        if !collected.is_empty() {
+            tracing::debug!(peer = %peer.short(), n = collected.len(), "the peer collected chunks of versions it no longer keeps");
+            s.store.note_collected(&collected)?;
         }
         if let Some(t) = storing.take() {
             t.await??;

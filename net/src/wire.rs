@@ -146,7 +146,9 @@ pub struct Want {
     pub hashes: Vec<Vec<u8>>,
 }
 
-/// One chunk; empty `data` with `missing` when the peer does not have it.
+/// One chunk; empty `data` with `missing` when the peer does not have it,
+/// and `collected` too when it let it go under its retention policy (no
+/// version it keeps needs it): the asker takes the entries naming it anyway.
 #[derive(Clone, PartialEq, Message)]
 pub struct Chunk {
     #[prost(bytes = "vec", tag = "1")]
@@ -155,6 +157,8 @@ pub struct Chunk {
     pub data: Vec<u8>,
     #[prost(bool, tag = "3")]
     pub missing: bool,
+    #[prost(bool, tag = "4")]
+    pub collected: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -19,9 +19,12 @@ impl Store {
         let mark = self.shelf.mark();
         let m = {
             let mut t = txn.open_table(CHUNKS)?;
+            let mut collected = txn.open_table(COLLECTED)?;
             content::chunk_reader(r, |h, bytes| {
+                self.held.add([h]);
                 if t.get(&h.0)?.is_none() {
                     t.insert(&h.0, bytes)?;
+                    collected.remove(&h.0)?;
                 }
                 Ok(())
             })?
@@ -47,8 +50,10 @@ impl Store {
         }
         let mark = self.shelf.mark();
         let mut new = Vec::with_capacity(chunks.len());
+        self.held.add(chunks.iter().map(|c| c.0));
         {
             let mut t = txn.open_table(CHUNKS)?;
+            let mut collected = txn.open_table(COLLECTED)?;
             for (h, bytes) in self.shelf.to_restore() {
                 if t.get(&h.0)?.is_none() {
                     t.insert(&h.0, bytes.as_slice())?;
@@ -57,6 +62,7 @@ impl Store {
             for (h, bytes) in chunks {
                 if t.get(&h.0)?.is_none() {
                     t.insert(&h.0, bytes.as_slice())?;
+                    collected.remove(&h.0)?;
                     new.push((h, bytes));
                 }
             }
@@ -98,10 +104,11 @@ impl Store {
             let data = match cache.get(&h) {
                 Some(d) => d,
                 None => {
-                    let d = std::sync::Arc::new(
-                        self.verified_chunk(&h)?
-                            .ok_or_else(|| Error::MissingChunk(h.to_string()))?,
-                    );
+                    let d = match self.verified_chunk(&h)? {
+                        Some(d) => std::sync::Arc::new(d),
+                        None if self.is_collected(&h)? => return Err(Error::Collected(h.to_string())),
+                        None => return Err(Error::MissingChunk(h.to_string())),
+                    };
                     cache.put(h, d.clone());
                     d
                 }
@@ -197,9 +204,11 @@ impl Store {
         let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(CHUNKS)?;
+            let mut collected = txn.open_table(COLLECTED)?;
             for (h, bytes) in chunks {
                 if t.get(&h.0)?.is_none() {
                     t.insert(&h.0, bytes.as_slice())?;
+                    collected.remove(&h.0)?;
                 }
             }
         }

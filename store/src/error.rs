@@ -63,6 +63,8 @@ pub enum Error {
     ChunkMismatch,
     #[error("chunk {0} is not in the store")]
     MissingChunk(String),
+    #[error("chunk {0} was collected: no version the retention policy keeps needs it")]
+    Collected(String),
     #[error("local write refused: {0}")]
     Refused(#[from] Refusal),
     #[error("store is damaged: {0}")]

@@ -30,6 +30,7 @@ pub(crate) struct Tables<'t> {
     pub awaited: Table<'t, (Id, Id), ()>,
     pub orphans: Table<'t, (Id, u64), (u64, &'static [u8])>,
     pub chunks: Table<'t, Id, &'static [u8]>,
+    pub collected: Table<'t, Id, u64>,
     /// Table operations done by `index` (the index-cost test reads it).
     pub work: u64,
 }
@@ -46,6 +47,7 @@ impl<'t> Tables<'t> {
             awaited: txn.open_table(AWAITED)?,
             orphans: txn.open_table(ORPHANS)?,
             chunks: txn.open_table(CHUNKS)?,
+            collected: txn.open_table(COLLECTED)?,
             work: 0,
         })
     }
@@ -71,9 +73,10 @@ impl<'t> Tables<'t> {
     }
 
     /// The first content chunk `e` refers to that is not stored here.
+    /// A ref that is neither here nor known to be collected (see `gc.rs`).
     pub fn missing_ref(&self, e: &Entry) -> Result<Option<crate::ChunkHash>> {
         for r in e.refs() {
-            if self.chunks.get(&r.0)?.is_none() {
+            if self.chunks.get(&r.0)?.is_none() && self.collected.get(&r.0)?.is_none() {
                 return Ok(Some(r));
             }
         }

@@ -84,8 +84,8 @@ pub struct OpenReport {
 pub struct Store {
     /// Behind a lock so that it can be reopened after a failed write (redb
     /// refuses every later write on a handle that saw an I/O error).
-    db: std::sync::RwLock<Arc<Database>>,
-    path: Option<PathBuf>,
+    pub(crate) db: std::sync::RwLock<Arc<Database>>,
+    pub(crate) path: Option<PathBuf>,
     pub(crate) share: ShareId,
     pub(crate) me: Identity,
     /// Also the writer lock: held across every write transaction, so seqs and
@@ -103,6 +103,8 @@ pub struct Store {
     pub(crate) own_lost: Mutex<Option<(u64, u64)>>,
     /// Chunks committed unsynced, kept until a synced commit covers them.
     pub(crate) shelf: crate::shelf::Shelf,
+    /// Chunks named by writes on their way to the store (see `gc.rs`).
+    pub(crate) held: crate::gc::Held,
     report: OpenReport,
 }
 
@@ -229,6 +231,7 @@ impl Store {
             index_work: Default::default(),
             own_lost: Mutex::new(None),
             shelf: Default::default(),
+            held: Default::default(),
             report,
         };
         store.check_own_chain()?;
@@ -376,6 +379,7 @@ impl Store {
         let mark = self.shelf.mark();
         let mut changes = Vec::new();
         let mut ids = Vec::with_capacity(batches.len());
+        let mut written_refs = Vec::new();
         let log_end;
         {
             let mut t = Tables::open(&txn)?;
@@ -388,6 +392,7 @@ impl Store {
             let me = self.me.author();
             for ops in batches {
                 let ops = last_op_per_key(ops);
+                written_refs.extend(ops.iter().flat_map(|op| op.refs.iter()).filter_map(|r| ChunkHash::from_slice(r)));
                 let (seq, prev) = t.tip(&me)?;
                 let mut parents = BTreeSet::new();
                 for op in &ops {
@@ -425,6 +430,7 @@ impl Store {
             self.durable.send_replace(log_end);
         }
         drop(clock);
+        self.held.written(written_refs);
         self.watchers.notify(&changes, &[]);
         Ok(ids)
     }

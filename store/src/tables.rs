@@ -1,5 +1,5 @@
 //! The redb tables of a store. Everything but `entries`, `log`, `orphans`,
-//! `chunks` and `meta` is derived, and can be rebuilt from `log`.
+//! `chunks`, `collected` and `meta` is derived, and can be rebuilt from `log`.
 
 use redb::TableDefinition;
 
@@ -30,3 +30,5 @@ pub const OLD_SUPERSEDED: TableDefinition<(&[u8], Id), ()> = TableDefinition::ne
 pub const ORPHANS: TableDefinition<(Id, u64), (u64, &[u8])> = TableDefinition::new("orphans");
 /// chunk hash -> bytes.
 pub const CHUNKS: TableDefinition<Id, &[u8]> = TableDefinition::new("chunks");
+/// chunk hash -> when it was collected (ms): no kept version needs it (see `gc.rs`).
+pub const COLLECTED: TableDefinition<Id, u64> = TableDefinition::new("collected");

@@ -47,6 +47,9 @@ pub trait KvStore: Send + Sync {
     fn history(&self, wanted: &dyn Fn(&[u8]) -> bool) -> Result<Vec<crate::KeyWrite>>;
     /// Which of `hashes` this store lacks.
     fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
+    /// Holds `hashes` for a write about to name them; returns those not here
+    /// (see [`Store::hold_chunks`]).
+    fn hold_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>>;
 }
 
 /// What the network needs.
@@ -74,6 +77,10 @@ pub trait SyncStore: Send + Sync {
     fn watch_wanted(&self) -> UnboundedReceiver<ChunkHash>;
     /// Drops orphans older than the store's TTL (see [`Store::expire_orphans`]).
     fn expire_orphans(&self, now_ms: u64) -> Result<usize>;
+    /// Was this chunk collected under the retention policy (here or by a peer)?
+    fn is_collected(&self, hash: &ChunkHash) -> Result<bool>;
+    /// Chunks a peer said it collected (see [`Store::note_collected`]).
+    fn note_collected(&self, hashes: &[ChunkHash]) -> Result<()>;
 }
 
 impl KvStore for Store {
@@ -82,6 +89,9 @@ impl KvStore for Store {
     }
     fn missing_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
         Store::missing_chunks(self, hashes)
+    }
+    fn hold_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ChunkHash>> {
+        Store::hold_chunks(self, hashes)
     }
     fn author(&self) -> AuthorId {
         Store::author(self)
@@ -160,6 +170,12 @@ impl SyncStore for Store {
     }
     fn put_chunk(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<()> {
         Store::put_chunk(self, hash, bytes)
+    }
+    fn is_collected(&self, hash: &ChunkHash) -> Result<bool> {
+        Store::is_collected(self, hash)
+    }
+    fn note_collected(&self, hashes: &[ChunkHash]) -> Result<()> {
+        Store::note_collected(self, hashes, crate::hlc::wall_ms())
     }
     fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
         Store::put_fetched(self, chunks)
