@@ -170,3 +170,75 @@ fn dag_dot_is_accepted_by_graphviz_and_shows_authors_merges_and_conflicts() {
         );
     }
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `mount --at`: the share as it was at a time or at an entry, read-only,
+/// next to the live mount, and gone with `unmount`.
+#[test]
+fn a_past_mount_shows_the_old_tree_and_refuses_writes() {
+    let a = Mount::new();
+    fs::create_dir(a.p("docs")).unwrap();
+    save(&a, "docs/plan.txt", "one");
+    save(&a, "old.txt", "deleted later");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let then = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    save(&a, "docs/plan.txt", "two");
+    save(&a, "new.txt", "made later");
+    fs::remove_file(a.p("old.txt")).unwrap();
+    fs::rename(a.p("docs"), a.p("papers")).unwrap();
+
+    let past = tempfile::tempdir().unwrap();
+    let at = format!("@{}.{:03}", then / 1000, then % 1000);
+    let out = ctl(&a, &["mount", past.path().to_str().unwrap(), "--at", &at]);
+    assert!(out.ok(), "{}", out.describe());
+    let p = |rel: &str| past.path().join(rel);
+    assert_eq!(fs::read_to_string(p("docs/plan.txt")).unwrap(), "one");
+    assert_eq!(fs::read_to_string(p("old.txt")).unwrap(), "deleted later");
+    assert!(!p("new.txt").exists() && !p("papers").exists());
+    // Read-only: the kernel says so at once.
+    let e = fs::write(p("x.txt"), "no").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let e = fs::remove_file(p("old.txt")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // The live mount is as it was.
+    assert_eq!(fs::read_to_string(a.p("papers/plan.txt")).unwrap(), "two");
+    assert!(!a.p("old.txt").exists());
+    let st = status_mount(&a.home, &a.dir).unwrap();
+    assert_eq!(st["past"][0]["dir"], past.path().to_str().unwrap());
+
+    // At an entry: the version `log` names.
+    let two = versions(&a, "papers/plan.txt")
+        .into_iter()
+        .rfind(|v| v["size"] == 3)
+        .unwrap()["entry"]
+        .as_str()
+        .unwrap()[..12]
+        .to_string();
+    let past2 = tempfile::tempdir().unwrap();
+    let out = ctl(&a, &["mount", past2.path().to_str().unwrap(), "--at", &two]);
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(
+        fs::read_to_string(past2.path().join("docs/plan.txt")).unwrap(),
+        "two",
+        "renamed after that entry"
+    );
+
+    for d in [past.path(), past2.path()] {
+        let out = ctl(&a, &["unmount", d.to_str().unwrap()]);
+        assert!(out.ok(), "{}", out.describe());
+        assert!(!is_mountpoint(d), "{} is still mounted", d.display());
+    }
+    // Before the share existed, and a word that is no time: clear refusals.
+    let out = ctl(&a, &["mount", past.path().to_str().unwrap(), "--at", "@1000000000"]);
+    assert_refused(&out, &["did not exist yet"]);
+    let out = ctl(&a, &["mount", past.path().to_str().unwrap(), "--at", "whenever"]);
+    assert_refused(&out, &["neither a time"]);
+    assert!(!is_mountpoint(past.path()));
+}

@@ -18,7 +18,7 @@ use crate::home::{Home, ShareDir, absolute, is_mounted};
 use crate::progress::{Renderer, Step};
 
 /// Checks a mount point the way a user needs to hear about it.
-fn check_mountpoint(dir: &Path) -> Result<()> {
+pub(crate) fn check_mountpoint(dir: &Path) -> Result<()> {
     if is_mounted(dir) {
         if std::fs::metadata(dir).is_err() {
             bail!(
@@ -189,6 +189,8 @@ pub struct Daemon {
     pub api: std::sync::OnceLock<String>,
     /// The last space report and the disk watch (`space.rs`).
     pub space: crate::space::Watch,
+    /// Read-only mounts of the share as it was (`past.rs`).
+    pub past: std::sync::Mutex<Vec<crate::past::PastMount>>,
 }
 
 /// The daemon: `ready` tells it to report on stdout and then let go of it.
@@ -259,6 +261,9 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> R
         rt.block_on(api.stop());
     }
     tracing::info!("unmounting: {outcome}");
+    for p in std::mem::take(&mut *daemon.past.lock().unwrap()) {
+        crate::past::release(p);
+    }
     // The kernel lets go first, so that every close it still holds reaches us
     // and is committed below; then nothing more can arrive.
     release_mount(dir, session);
@@ -288,7 +293,7 @@ pub fn run(home: &Home, sd: &ShareDir, dir: &Path, l: &Launch, ready: bool) -> R
 /// busy mount (a process still has a file or its directory there) is
 /// detached: it leaves the namespace at once, and the session ends when the
 /// last user lets go.
-fn release_mount(dir: &Path, session: fuser::BackgroundSession) {
+pub(crate) fn release_mount(dir: &Path, session: fuser::BackgroundSession) {
     let c = match std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
         Ok(c) => c,
         Err(_) => return,
@@ -519,6 +524,7 @@ async fn start(
         fs: fs_handle.view(),
         api: std::sync::OnceLock::new(),
         space: Default::default(),
+        past: Default::default(),
     };
     Ok((lock_file, daemon, fs_handle, session))
 }

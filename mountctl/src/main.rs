@@ -10,6 +10,7 @@ mod history;
 mod home;
 mod launch;
 mod log;
+mod past;
 mod progress;
 mod serve;
 mod show;
@@ -44,6 +45,11 @@ enum Cmd {
     /// Mount a share at DIR (a new share if this home has none by that name).
     Mount {
         dir: PathBuf,
+        /// Mount the share read-only as it was at TIME ("2026-12-04 10:00",
+        /// "1 hour ago": what `date -d` reads) or at ENTRY (an id from `log`
+        /// or `dag`). The share must be mounted (its daemon serves it).
+        #[arg(long, value_name = "TIME|ENTRY")]
+        at: Option<String>,
         #[command(flatten)]
         opts: MountOpts,
     },
@@ -341,7 +347,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", id.author());
             Ok(())
         }
-        Cmd::Mount { dir, opts } => daemon::mount(&home, &dir, &opts.launch(None)?, opts.foreground),
+        Cmd::Mount { dir, opts, at: Some(w) } => past::mount(&home, &dir, &opts.share, &w),
+        Cmd::Mount { dir, opts, at: None } => daemon::mount(&home, &dir, &opts.launch(None)?, opts.foreground),
         Cmd::Join { ticket, dir, opts } => daemon::mount(&home, &dir, &opts.launch(Some(ticket))?, opts.foreground),
         Cmd::Daemon {
             dir,
@@ -512,6 +519,9 @@ const UNMOUNT_WAIT: Duration = Duration::from_secs(600);
 
 fn unmount(home: &Home, dir: &std::path::Path) -> Result<()> {
     let dir = absolute(dir)?;
+    if let Some(share) = past::share_of_past(&dir) {
+        return past::unmount(home, &dir, &share);
+    }
     let share = home
         .shares()
         .into_iter()

@@ -161,6 +161,22 @@ async fn answer(d: &Arc<Daemon>, req: &str) -> Value {
     let words: Vec<&str> = req.split_whitespace().collect();
     match words.as_slice() {
         ["status"] => status(d).await,
+        ["at", kind, what, dir] => {
+            let (dd, kind, what, dir) = (d.clone(), kind.to_string(), what.to_string(), dir.to_string());
+            match tokio::task::spawn_blocking(move || crate::past::open(&dd, &kind, &what, &dir)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => err(format!("{e:#}")),
+                Err(e) => err(e),
+            }
+        }
+        ["unmount-at", dir] => {
+            let (dd, dir) = (d.clone(), dir.to_string());
+            match tokio::task::spawn_blocking(move || crate::past::close(&dd, &dir)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => err(format!("{e:#}")),
+                Err(e) => err(e),
+            }
+        }
         ["gc", keep, mode] => {
             let (dd, keep, dry) = (d.clone(), keep.to_string(), *mode == "dry");
             match tokio::task::spawn_blocking(move || crate::space::run(&dd, &keep, dry)).await {
@@ -525,6 +541,7 @@ async fn status(d: &Daemon) -> Value {
         "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
         "space": d.space.report(),
+        "past": d.past.lock().unwrap().iter().map(|p| json!({ "dir": p.dir, "at_ms": p.at_ms })).collect::<Vec<_>>(),
     })
 }
 

@@ -21,7 +21,7 @@ pub struct KeyWrite {
 impl Store {
     /// Calls `f` with every durable entry, in log order. An entry was
     /// verified when it was stored; one that no longer decodes is skipped.
-    fn each_entry(&self, f: &mut dyn FnMut(Entry)) -> Result<()> {
+    pub(crate) fn each_entry(&self, f: &mut dyn FnMut(Entry)) -> Result<()> {
         let mut from = 0;
         loop {
             let batch = self.log_since(from, 1024)?;

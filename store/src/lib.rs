@@ -8,6 +8,7 @@
 //! This crate knows nothing of FUSE or the network. The file system uses it
 //! through [`KvStore`], the network through [`SyncStore`].
 
+mod as_of;
 mod chunks;
 pub mod content;
 pub mod entry;
@@ -28,6 +29,7 @@ pub mod tables;
 mod traits;
 mod watch;
 
+pub use as_of::AsOf;
 pub use content::{ChunkCache, Manifest};
 pub use entry::{Entry, FORMAT_VERSION, Op};
 pub use error::{Error, Refusal, Result};
