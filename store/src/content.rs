@@ -69,9 +69,14 @@ impl ChunkCache {
 /// whole new content would chunk it, at a cost proportional to the change:
 /// chunks of `base` that lie wholly outside `changed` are reused, chunking
 /// restarts at the start of the first chunk a change touches, and it stops as
-/// soon as it cuts where `base` was cut, past the change. (A FastCDC cut depends
-/// only on the bytes since the previous cut, so from a shared cut on both
-/// chunkings agree.)
+/// soon as it cuts where `base` was cut, past the change.
+///
+/// Where FastCDC (v2020) cuts a chunk depends on the chunk's bytes, on the
+/// one byte after the cut (hashed before a cut is taken in front of it), and
+/// on how many bytes are left up to `MAX_CHUNK` (it narrows its window and
+/// changes its mask near the end of the input). So a base chunk is reused
+/// only when all three are the same in the new content; a property test
+/// compares the result with chunking the whole new content.
 ///
 /// `len` is the new size. `changed` lists the byte ranges whose content may
 /// differ from `base` (any order, may overlap); every other byte below `len` is
@@ -98,9 +103,20 @@ pub fn rechunk(
             _ => merged.push(r),
         }
     }
-    // The last chunk of `base` was cut by its end of file, not by its content:
-    // its end is a real cut only if the new content ends there too.
-    let real_cut = |end: u64| end < base.size() || end == len;
+    // The chunker sees the same input for a chunk starting at `start` in both
+    // contents: the same bytes (up to and including the one after the cut,
+    // checked against the changes), and the same number left, up to its window.
+    let max = MAX_CHUNK as u64;
+    let same_window = |start: u64| (len - start).min(max) == base.size().saturating_sub(start).min(max);
+    let reusable = |start: u64, end: u64, next_change: u64| {
+        same_window(start)
+            && if end == len {
+                // Cut by the end of both inputs.
+                end == base.size() && end <= next_change
+            } else {
+                end < next_change && end < base.size()
+            }
+    };
     let mut out = Manifest {
         chunks: Vec::with_capacity(base.chunks.len() + 4),
         ends: Vec::with_capacity(base.chunks.len() + 4),
@@ -112,7 +128,7 @@ pub fn rechunk(
         while i < base.chunks.len() {
             let (h, start, n) = base.chunk_at(i);
             let end = start + n;
-            if start != pos || end > len || end > next_change || !real_cut(end) {
+            if start != pos || end > len || !reusable(start, end, next_change) {
                 break;
             }
             out.push(h, n as u32);
@@ -137,10 +153,11 @@ pub fn rechunk(
             while r < merged.len() && merged[r].end <= pos {
                 r += 1;
             }
-            let inside = merged.get(r).is_some_and(|g| g.start < pos);
+            // A cut shared with `base`, past every change begun so far: the
+            // reuse loop above judges whether the next base chunk is the same.
+            let inside = merged.get(r).is_some_and(|g| g.start <= pos);
             if !inside
                 && pos < len
-                && real_cut(pos)
                 && let Ok(k) = base.ends.binary_search(&pos)
             {
                 i = k + 1;

@@ -146,3 +146,33 @@ proptest::proptest! {
         proptest::prop_assert_eq!(m, full(&new));
     }
 }
+
+// The chunker's cuts depend on the byte after a cut and on how much input
+// is left (up to its 256 KiB window): edits near the end of a file, where
+// both change, found a rechunk that cut where a full pass does not.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn rechunk_matches_full_chunking_near_the_end(
+        len in 16_000usize..1_000_000,
+        seed in 0u64..1000,
+        cut_back in 0usize..300_000,
+        write_back in 0usize..300_000,
+        n in 0usize..4,
+    ) {
+        let old = random(len, seed);
+        let t = len.saturating_sub(cut_back) as u64;
+        let at = (t as usize).saturating_sub(write_back) as u64;
+        let edits = vec![(0, vec![], Some(t)), (at, random(n, seed + 1), None)];
+        let (new, m, _) = edit(&old, &edits);
+        proptest::prop_assert_eq!(m, full(&new));
+    }
+}
+
+#[test]
+fn truncating_two_bytes_and_writing_one_chunks_as_a_full_pass() {
+    // The case that found it: a base cut 2 bytes before the end, 1 byte after it.
+    let old = random(475_749, 669);
+    let (new, m, _) = edit(&old, &[(0, vec![], Some(475_747)), (475_747, random(1, 670), None)]);
+    assert_eq!(m, full(&new));
+}
