@@ -145,3 +145,66 @@ fn a_short_disk_collects_old_versions_by_itself_and_says_so_once() {
             .contains("the disk has room again")
     });
 }
+
+fn status_of(m: &Mount) -> serde_json::Value {
+    status_mount(&m.home, &m.dir).unwrap()
+}
+
+/// A new node takes the share's state, not its history: it fetches the
+/// content of current versions only, shows the same tree, and syncs on both
+/// ways; `--full-history` replays everything; a snapshot node sponsors the
+/// next one.
+#[test]
+fn a_new_node_bootstraps_from_a_snapshot() {
+    let a = Mount::new();
+    for i in 0..30 {
+        save(&a, "log.bin", &noise(256 << 10, i));
+    }
+    for i in 0..20 {
+        save(&a, &format!("tmp{i}.txt"), b"short-lived");
+        fs::remove_file(a.p(format!("tmp{i}.txt"))).unwrap();
+    }
+    fs::create_dir(a.p("dir")).unwrap();
+    save(&a, "dir/keep.txt", b"kept");
+
+    let mut b = join(&a);
+    converged(&[&a, &b]);
+    let (sa, sb) = (status_of(&a), status_of(&b));
+    assert_eq!(sb["from_snapshot"], true);
+    assert!(
+        sb["held_entries"].as_u64().unwrap() * 2 < sa["held_entries"].as_u64().unwrap(),
+        "B holds {} entries, A {}",
+        sb["held_entries"],
+        sa["held_entries"]
+    );
+    // 30 versions of 256 KiB are history: B fetched the current one.
+    let got = sb["bytes_received"].as_u64().unwrap();
+    assert!(got < 2 * MIB as u64, "B received {got} bytes");
+    assert_eq!(fs::read(b.p("log.bin")).unwrap(), noise(256 << 10, 29));
+    // (Its first version comes along in the entry that also made the file,
+    // which still heads the file's attributes; its content does not.)
+    let vs = entries_of(&b, "log.bin");
+    assert!(vs.len() <= 2, "B's history starts at the snapshot: {vs:?}");
+
+    // On from there, both ways, and across a remount.
+    save(&b, "dir/from-b.txt", b"b");
+    save(&a, "log.bin", b"a again");
+    converged(&[&a, &b]);
+    b.remount();
+    let tree = converged(&[&a, &b]);
+    assert!(tree.contains_key(std::path::Path::new("dir/from-b.txt")));
+
+    // The whole history on request.
+    let t = invite(&a, &[]);
+    let c = Mount::new_with(&["join", &t, "--full-history"]);
+    converged(&[&a, &b, &c]);
+    let sc = status_of(&c);
+    assert_eq!(sc["from_snapshot"], false);
+    assert_eq!(sc["held_entries"], status_of(&a)["held_entries"]);
+    assert!(entries_of(&c, "log.bin").len() >= 30);
+
+    // A node that joined by snapshot sponsors the next.
+    let d = join(&b);
+    converged(&[&a, &b, &c, &d]);
+    assert_eq!(fs::read(d.p("dir/keep.txt")).unwrap(), b"kept");
+}

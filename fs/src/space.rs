@@ -14,8 +14,8 @@ use crate::inputs::{attr_winner, data_heads, loc_heads};
 use crate::node::{self, KeyKind, Kind, NodeId};
 use crate::tree::{self, DataHead, LocHead, NodeInput};
 
-/// `data key -> when its file was deleted (ms)`, for every deleted file.
-pub fn retired(store: &dyn KvStore) -> store::Result<HashMap<Vec<u8>, u64>> {
+/// `data key -> the clock of its file's delete`, for every deleted file.
+pub fn retired(store: &dyn KvStore) -> store::Result<HashMap<Vec<u8>, store::Hlc>> {
     #[derive(Default)]
     struct Seen {
         kind: Option<Kind>,
@@ -38,7 +38,7 @@ pub fn retired(store: &dyn KvStore) -> store::Result<HashMap<Vec<u8>, u64>> {
         };
         let Some(win) = input.win(id) else { continue };
         if win.loc.deleted && !tree::alive(input.kind, win, &input.data) {
-            out.insert(node::data_key(id), win.hlc.ms());
+            out.insert(node::data_key(id), win.hlc);
         }
     }
     Ok(out)

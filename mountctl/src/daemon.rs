@@ -76,6 +76,8 @@ pub struct Launch {
     pub allow_other: bool,
     /// The HTTP API's address (port 0: the share's kept API port); None: off.
     pub api: Option<SocketAddr>,
+    /// A join replays every entry instead of taking a snapshot.
+    pub full_history: bool,
 }
 
 impl Launch {
@@ -107,6 +109,9 @@ impl Launch {
         }
         if let Some(t) = &self.ticket {
             cmd.arg("--ticket").arg(t);
+        }
+        if self.full_history {
+            cmd.arg("--full-history");
         }
     }
 }
@@ -340,6 +345,7 @@ async fn start_net(
         reach: l.reach.clone(),
         // A test hook, like LATTICE_TEST_CLOCK_OFFSET_MS: never on for real use.
         faults: std::env::var("LATTICE_TEST_FAULTS").is_ok_and(|v| v == "1"),
+        join_snapshot: !l.full_history,
         ..net::Config::default()
     };
     let go = |bind| net::Net::start(me.secret_bytes(), store.clone(), directory.clone(), cfg(bind));

@@ -48,6 +48,11 @@ pub struct MountOpts {
     /// Stay attached instead of running in the background.
     #[arg(long)]
     pub foreground: bool,
+    /// With `join`: take every entry since the share began (its whole
+    /// history, for `log`, `restore` and `mount --at` here), not a snapshot
+    /// of its state now.
+    #[arg(long)]
+    pub full_history: bool,
 }
 
 impl MountOpts {
@@ -60,6 +65,7 @@ impl MountOpts {
             reach: reach(&self.relay, &self.dns, &self.lan, !self.no_direct)?,
             allow_other: allow_other(&self.allow_other)?,
             api: api_addr(&self.api)?,
+            full_history: self.full_history,
         })
     }
 }

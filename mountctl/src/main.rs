@@ -223,6 +223,8 @@ enum Cmd {
         allow_other: String,
         #[arg(long)]
         api: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        full_history: bool,
     },
     /// Tokens for the local HTTP API.
     Token {
@@ -362,8 +364,10 @@ fn run(cli: Cli) -> Result<()> {
             no_direct,
             allow_other,
             api,
+            full_history,
         } => {
             let l = daemon::Launch {
+                full_history,
                 share: share.clone(),
                 bind,
                 ticket,

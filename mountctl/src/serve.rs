@@ -49,7 +49,8 @@ pub async fn serve(sock: PathBuf, d: Arc<Daemon>) -> (String, Option<Waiter>) {
     // them when they do, so members dial what is true now.
     let mut republish = tokio::time::interval(std::time::Duration::from_secs(5));
     // The disk watch: one at a time, owned by this loop like the requests.
-    let mut space_tick = tokio::time::interval(crate::space::tick_every());
+    let every = crate::space::tick_every();
+    let mut space_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut space_task: Option<tokio::task::JoinHandle<()>> = None;
     let why = loop {
         tokio::select! {
@@ -541,6 +542,8 @@ async fn status(d: &Daemon) -> Value {
         "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
         "space": d.space.report(),
+        "held_entries": s.held_entries().unwrap_or(0),
+        "from_snapshot": s.floors().is_ok_and(|f| !f.is_empty()),
         "past": d.past.lock().unwrap().iter().map(|p| json!({ "dir": p.dir, "at_ms": p.at_ms })).collect::<Vec<_>>(),
     })
 }

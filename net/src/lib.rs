@@ -19,6 +19,7 @@ mod heal;
 mod links;
 mod peers;
 mod schedule;
+mod snapshot;
 mod sync;
 pub mod ticket;
 pub mod wire;
@@ -76,6 +77,9 @@ pub struct Config {
     pub reach: endpoint::Reach,
     /// Whether tests may inject faults (see [`Net::cut`]); off for real use.
     pub faults: bool,
+    /// A join takes the share's state from a snapshot, not every entry
+    /// since the share began (see `snapshot.rs`).
+    pub join_snapshot: bool,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             max_drift: Duration::from_secs(600),
             reach: endpoint::Reach::default(),
             faults: false,
+            join_snapshot: true,
         }
     }
 }

@@ -70,6 +70,7 @@ pub(crate) async fn serve_link(s: Arc<Shared>, conn: Connection, peer: AuthorId)
                 match recv(&s, peer, &mut rx).await? {
                     Kind::Pull(p) => serve_pull(&s, &conn, peer, &mut tx, from_wire(&p.frontier), p.both_ways).await?,
                     Kind::Want(w) => fetch::serve_want(&s, peer, &mut tx, &w.hashes).await?,
+                    Kind::SnapshotAsk(_) => crate::snapshot::serve(&s, peer, &mut tx).await?,
                     Kind::Hello(h) => {
                         learn(&s, peer, &conn, &h);
                         send(&s, peer, &mut tx, hello(&s, None)?).await?;
@@ -191,10 +192,24 @@ async fn pull_fresh(s: &Arc<Shared>, peer: AuthorId, both_ways: bool) -> Result<
     pull_over(s, &conn, peer, both_ways).await
 }
 
-/// Joins through `peer`: presents the invite secret, then pulls everything.
+/// Joins through `peer`: presents the invite secret, takes the share's
+/// state from a snapshot (when this node holds nothing yet), then pulls
+/// what is left.
 pub(crate) async fn join(s: &Arc<Shared>, peer: AuthorId, secret: &[u8]) -> Result<usize> {
     let conn = handshake::dial(s, peer, Some(secret)).await?;
-    let r = pull_over(s, &conn, peer, false).await;
+    let mut took = 0;
+    if s.cfg.join_snapshot && my_frontier(s)?.is_empty() {
+        match crate::snapshot::take(s, &conn, peer).await {
+            Ok(n) => took = n,
+            Err(e) => {
+                if conn.close_reason().is_some() {
+                    return Err(e);
+                }
+                tracing::info!(peer = %peer.short(), "no snapshot ({e:#}): taking every entry instead");
+            }
+        }
+    }
+    let r = pull_over(s, &conn, peer, false).await.map(|n| n + took);
     if r.is_ok() {
         s.peers.synced(peer);
     }

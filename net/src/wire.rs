@@ -28,7 +28,7 @@ pub fn protocol_version() -> u32 {
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<Kind>,
 }
 
@@ -48,6 +48,34 @@ pub enum Kind {
     Chunk(Chunk),
     #[prost(message, tag = "7")]
     Pull(Pull),
+    #[prost(message, tag = "8")]
+    SnapshotAsk(SnapshotAsk),
+    #[prost(message, tag = "9")]
+    Snapshot(SnapshotPart),
+}
+
+/// A joining node asks for the share's state instead of its whole history
+/// (answered by `Snapshot` parts, then `Done`; a peer that does not know the
+/// request ends the stream, and the joiner pulls every entry instead).
+#[derive(Clone, PartialEq, Message)]
+pub struct SnapshotAsk {}
+
+/// One part of a snapshot: some keys with their head entry ids, and some
+/// entries (see `store::Snapshot`).
+#[derive(Clone, PartialEq, Message)]
+pub struct SnapshotPart {
+    #[prost(message, repeated, tag = "1")]
+    pub heads: Vec<KeyHeads>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub entries: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyHeads {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub ids: Vec<Vec<u8>>,
 }
 
 /// Send me what I lack: my frontier.

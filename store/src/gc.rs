@@ -22,13 +22,15 @@
 //! told it was collected (not that it is missing), an entry naming one is
 //! still taken, and a read of one says the version is no longer kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::entry::Entry;
 use crate::error::{Error, Result};
+use crate::hlc::Hlc;
 use crate::ids::ChunkHash;
 use crate::store::Store;
 use crate::tables::*;
@@ -72,13 +74,23 @@ pub struct Collected {
     pub file_after: u64,
 }
 
-/// Chunks named by writes on their way to the store.
+/// Chunks named by writes on their way to the store, with when they were
+/// held. A write that never lands (a file made and deleted within one
+/// group-commit window) leaves its chunks here: they are let go after
+/// [`HOLD_FOR`], far beyond any write's way to the store.
 #[derive(Default)]
-pub(crate) struct Held(Mutex<HashSet<ChunkHash>>);
+pub(crate) struct Held(Mutex<HashMap<ChunkHash, Instant>>);
+
+const HOLD_FOR: Duration = Duration::from_secs(3600);
 
 impl Held {
     pub(crate) fn add(&self, hs: impl IntoIterator<Item = ChunkHash>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(hs);
+        let now = Instant::now();
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.extend(hs.into_iter().map(|h| (h, now)));
+        if held.len() > 1 << 17 {
+            held.retain(|_, at| now.duration_since(*at) < HOLD_FOR);
+        }
     }
     /// The entry naming them is written: they are an entry's refs now.
     pub(crate) fn written(&self, hs: impl IntoIterator<Item = ChunkHash>) {
@@ -90,7 +102,14 @@ impl Held {
         }
     }
     fn contains(&self, h: &ChunkHash) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(h)
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(h)
+    }
+    fn prune(&self) {
+        let now = Instant::now();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| now.duration_since(*at) < HOLD_FOR);
     }
 }
 
@@ -109,14 +128,14 @@ impl Store {
     }
 
     /// The space report under `keep`; `retired(key)` is when the key's file
-    /// was deleted (ms), if it was.
-    pub fn space(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Space> {
+    /// was deleted (the delete's clock), if it was.
+    pub fn space(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<Hlc>) -> Result<Space> {
         Ok(self.plan(keep, retired)?.space)
     }
 
     /// Collects every chunk no kept version needs, then compacts the file
     /// so that the space goes back to the file system.
-    pub fn collect_garbage(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Collected> {
+    pub fn collect_garbage(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<Hlc>) -> Result<Collected> {
         let file_before = self.file_bytes();
         let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let plan = self.plan(keep, retired)?;
@@ -191,7 +210,8 @@ impl Store {
             .map_or(0, |m| m.len())
     }
 
-    fn plan(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<u64>) -> Result<Plan> {
+    fn plan(&self, keep: Keep, retired: &dyn Fn(&[u8]) -> Option<Hlc>) -> Result<Plan> {
+        self.held.prune();
         let txn = self.db().begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         let heads = txn.open_table(HEADS)?;
@@ -207,10 +227,11 @@ impl Store {
             for op in e.ops.iter().filter(|op| !op.refs.is_empty()) {
                 let refs = op.refs.iter().filter_map(|r| ChunkHash::from_slice(r));
                 let head = heads.get((op.key.as_slice(), id.value()))?.is_some();
-                // A deleted file's content is history from its delete on.
-                let gone = retired(&op.key).filter(|gone| head && at <= *gone);
+                // A deleted file's content is history from its delete on
+                // (a write after the delete is not covered by it).
+                let gone = retired(&op.key).filter(|gone| head && e.hlc <= *gone);
                 let keep_it = match (head, gone) {
-                    (true, Some(gone)) => keep.within(gone),
+                    (true, Some(gone)) => keep.within(gone.ms()),
                     (true, None) => true,
                     (false, _) => keep.within(at),
                 };

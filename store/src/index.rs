@@ -37,6 +37,9 @@ pub(crate) struct Tables<'t> {
 
 impl<'t> Tables<'t> {
     pub fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        // Tables only some stores fill: made here, so that readers find them.
+        txn.open_table(FLOORS)?;
+        txn.open_table(BASE_HEADS)?;
         Ok(Tables {
             meta: txn.open_table(META)?,
             entries: txn.open_table(ENTRIES)?,
@@ -162,17 +165,46 @@ pub(crate) fn rebuild(txn: &WriteTransaction) -> Result<usize> {
     txn.delete_table(AWAITED)?;
     txn.delete_table(OLD_SUPERSEDED)?;
     let mut t = Tables::open(txn)?;
-    let ids: Vec<[u8; 32]> = t
+    let ids: Vec<(u64, [u8; 32])> = t
         .log
         .iter()?
-        .map(|r| r.map(|(_, v)| *v.value()))
+        .map(|r| r.map(|(k, v)| (k.value(), *v.value())))
         .collect::<Result<_, _>>()?;
+    // A store bootstrapped from a snapshot starts from the heads it installed
+    // (its entries' parents are not here to compute them from).
+    let base_end = snapshot_end(&t)?;
+    if base_end > 0 {
+        let base = txn.open_table(BASE_HEADS)?;
+        for row in base.iter()? {
+            let (k, v) = row?;
+            t.heads.insert(k.value(), v.value())?;
+        }
+    }
     let mut scratch = Vec::new();
-    for id in &ids {
+    for (pos, id) in &ids {
         let bytes = t.entries.get(id)?.expect("log names a stored entry").value().1.to_vec();
         let e = Entry::decode(&bytes).map_err(|r| crate::Error::Damaged(format!("entry in log: {r}")))?;
+        if *pos < base_end {
+            t.chain.insert((&e.author.0, e.seq), &e.id.0)?;
+            if t.tip(&e.author)?.0 < e.seq {
+                t.frontier.insert(&e.author.0, (e.seq, &e.id.0))?;
+            }
+            continue;
+        }
         t.index(&e, &mut scratch, false)?;
         scratch.clear();
     }
     Ok(ids.len())
+}
+
+/// Where entries after a snapshot begin in the log (0: no snapshot).
+pub(crate) fn snapshot_end(t: &Tables) -> Result<u64> {
+    Ok(match t.meta.get(crate::snapshot::SNAPSHOT_END)? {
+        Some(v) => u64::from_be_bytes(
+            v.value()
+                .try_into()
+                .map_err(|_| crate::Error::Damaged("snapshot end".into()))?,
+        ),
+        None => 0,
+    })
 }

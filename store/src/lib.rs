@@ -23,6 +23,7 @@ mod index;
 mod ingest;
 pub mod membership;
 mod shelf;
+mod snapshot;
 mod store;
 #[doc(hidden)]
 pub mod tables;
@@ -41,6 +42,7 @@ pub use identity::Identity;
 pub use ids::{AuthorId, ChunkHash, EntryId, ShareId};
 pub use ingest::Outcome;
 pub use membership::Role;
+pub use snapshot::Snapshot;
 pub use store::{Config, Frontier, Location, OpenReport, Store, Written};
 pub use traits::{KvStore, SyncStore};
 pub use watch::{Change, Gap};

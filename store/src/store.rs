@@ -660,8 +660,15 @@ impl Store {
             let (seq, id) = v.value();
             mine.insert(AuthorId(*a.value()), (seq, EntryId(*id)));
         }
+        // A chain held from a floor (a snapshot) serves only a peer that has
+        // everything below it: anything else would reach it with a gap.
+        let floors = txn.open_table(FLOORS)?;
         for (a, (last, _)) in &mine {
             let from = theirs.get(a).copied().unwrap_or(0).saturating_add(1);
+            let floor = floors.get(&a.0)?.map_or(1, |f| f.value());
+            if from < floor {
+                continue;
+            }
             if from <= *last {
                 let (pos, id) = lookup(a, from)?;
                 heap.push(Reverse((pos, *a, from, *last, id)));
@@ -690,14 +697,18 @@ impl Store {
         let chain = txn.open_table(CHAIN)?;
         let entries = txn.open_table(ENTRIES)?;
         let mut n = 0;
+        let floors = self.floors()?;
         for (a, (last, last_id)) in self.frontier()? {
+            let floor = floors.get(&a).copied().unwrap_or(1);
             let mut prev = None;
-            for seq in 1..=last {
+            for seq in floor..=last {
                 let damaged = |why: &str| Error::Damaged(format!("author {a} seq {seq}: {why}"));
                 let id = *chain.get((&a.0, seq))?.ok_or_else(|| damaged("missing"))?.value();
                 let bytes = entries.get(&id)?.ok_or_else(|| damaged("entry missing"))?;
                 let e = Entry::decode(bytes.value().1).map_err(|r| damaged(&r.to_string()))?;
-                if e.id.0 != id || e.author != a || e.seq != seq || e.prev != prev {
+                // The floor's own predecessor is not here (a snapshot).
+                let links = e.prev == prev || (seq == floor && floor > 1);
+                if e.id.0 != id || e.author != a || e.seq != seq || !links {
                     return Err(damaged("does not link"));
                 }
                 prev = Some(e.id);
@@ -760,6 +771,8 @@ fn cut_log(txn: &WriteTransaction, from: u64) -> Result<usize> {
     let mut cut = 0;
     {
         let mut t = Tables::open(txn)?;
+        // A snapshot's entries are the base the rest stands on: never cut.
+        let from = from.max(crate::index::snapshot_end(&t)?);
         let ids: Vec<[u8; 32]> = t
             .log
             .range(from..)?

@@ -1,5 +1,6 @@
 //! The redb tables of a store. Everything but `entries`, `log`, `orphans`,
-//! `chunks`, `collected` and `meta` is derived, and can be rebuilt from `log`.
+//! `chunks`, `collected`, `floors`,
+//! `base_heads` and `meta` is derived, and can be rebuilt from `log`.
 
 use redb::TableDefinition;
 
@@ -30,5 +31,11 @@ pub const OLD_SUPERSEDED: TableDefinition<(&[u8], Id), ()> = TableDefinition::ne
 pub const ORPHANS: TableDefinition<(Id, u64), (u64, &[u8])> = TableDefinition::new("orphans");
 /// chunk hash -> bytes.
 pub const CHUNKS: TableDefinition<Id, &[u8]> = TableDefinition::new("chunks");
+/// author -> seq: the chain is held from this seq up (a store bootstrapped
+/// from a snapshot; see `snapshot.rs`). Absent: held from seq 1.
+pub const FLOORS: TableDefinition<Id, u64> = TableDefinition::new("floors");
+/// (key, entry id) -> head record: the heads a snapshot installed, where an
+/// index rebuild starts (see `snapshot.rs`).
+pub const BASE_HEADS: TableDefinition<(&[u8], Id), &[u8]> = TableDefinition::new("base_heads");
 /// chunk hash -> when it was collected (ms): no kept version needs it (see `gc.rs`).
 pub const COLLECTED: TableDefinition<Id, u64> = TableDefinition::new("collected");

@@ -81,6 +81,10 @@ pub trait SyncStore: Send + Sync {
     fn is_collected(&self, hash: &ChunkHash) -> Result<bool>;
     /// Chunks a peer said it collected (see [`Store::note_collected`]).
     fn note_collected(&self, hashes: &[ChunkHash]) -> Result<()>;
+    /// The share's state for a new node (see [`Store::snapshot`]).
+    fn snapshot(&self) -> Result<crate::Snapshot>;
+    /// Bootstraps an empty store (see [`Store::install_snapshot`]).
+    fn install_snapshot(&self, snap: &crate::Snapshot) -> Result<usize>;
 }
 
 impl KvStore for Store {
@@ -176,6 +180,12 @@ impl SyncStore for Store {
     }
     fn note_collected(&self, hashes: &[ChunkHash]) -> Result<()> {
         Store::note_collected(self, hashes, crate::hlc::wall_ms())
+    }
+    fn snapshot(&self) -> Result<crate::Snapshot> {
+        Store::snapshot(self)
+    }
+    fn install_snapshot(&self, snap: &crate::Snapshot) -> Result<usize> {
+        Store::install_snapshot(self, snap)
     }
     fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
         Store::put_fetched(self, chunks)

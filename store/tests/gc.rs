@@ -75,7 +75,7 @@ fn a_retired_key_goes_after_the_window_and_a_write_after_its_delete_stays() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     let gone = put(&s, "deleted", &random(1 << 20, 4));
-    let deleted_at = wall_ms();
+    let deleted_at = store::Hlc::new(wall_ms(), u16::MAX);
     // Within a 1 h window the deleted file is kept.
     let hour = Keep {
         window_ms: Some(3_600_000),
