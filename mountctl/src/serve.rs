@@ -501,7 +501,13 @@ fn clock_warning(d: &Daemon, peers: &[Value]) -> Option<String> {
     })
 }
 
-async fn status(d: &Daemon) -> Value {
+async fn status(d: &Arc<Daemon>) -> Value {
+    let space = {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || crate::space::report(&d))
+            .await
+            .unwrap_or(Value::Null)
+    };
     // Read before the frontier: when it is 0, the frontier holds every change
     // made before `status` was asked.
     let unwritten = d.fs.unwritten();
@@ -541,7 +547,7 @@ async fn status(d: &Daemon) -> Value {
         "view_nodes": d.fs.stats().0,
         "local_only": d.fs.local_only(),
         "store_bytes": std::fs::metadata(&d.store_file).map_or(0, |m| m.len()),
-        "space": d.space.report(),
+        "space": space,
         "held_entries": s.held_entries().unwrap_or(0),
         "from_snapshot": s.floors().is_ok_and(|f| !f.is_empty()),
         "past": d.past.lock().unwrap().iter().map(|p| json!({ "dir": p.dir, "at_ms": p.at_ms })).collect::<Vec<_>>(),

@@ -192,15 +192,31 @@ pub fn gc(home: &Home, share: &str, dry_run: bool, keep: Option<&str>, as_json: 
 #[derive(Default)]
 pub struct Watch {
     last: Mutex<Option<Value>>,
-    /// The log end the last report saw: no new entries, no new scan.
-    seen: Mutex<Option<u64>>,
+    /// The log end the last report saw (no new entries, no new scan), and when.
+    seen: Mutex<Option<(u64, std::time::Instant)>>,
     short: Mutex<bool>,
 }
+
+/// A report is made again at most this often (it reads the whole log).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl Watch {
     /// The last report, for `status`.
     pub fn report(&self) -> Value {
         self.last.lock().unwrap().clone().unwrap_or(Value::Null)
+    }
+}
+
+/// The report for `status`: the last one, or a first one made now.
+pub fn report(d: &Daemon) -> Value {
+    let v = d.space.report();
+    if !v.is_null() {
+        return v;
+    }
+    let policy = load(d.share_dir()).unwrap_or_default();
+    match refresh(d, &policy) {
+        Ok(()) => d.space.report(),
+        Err(e) => json!({ "error": format!("{e:#}") }),
     }
 }
 
@@ -257,7 +273,7 @@ fn collect(d: &Daemon, window: Option<u64>) -> Result<Value> {
 fn refresh(d: &Daemon, p: &Policy) -> Result<()> {
     let s = space(d, p.keep_history_ms)?;
     *d.space.last.lock().unwrap() = Some(s);
-    *d.space.seen.lock().unwrap() = Some(*d.store.watch_durable().borrow());
+    *d.space.seen.lock().unwrap() = Some((*d.store.watch_durable().borrow(), std::time::Instant::now()));
     Ok(())
 }
 
@@ -269,16 +285,18 @@ fn disk(dir: &Path) -> Option<(u64, u64)> {
         .then(|| (s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64))
 }
 
-/// How often the daemon looks at the disk (`LATTICE_TEST_SPACE_TICK_MS` for tests).
+/// How often the daemon looks at the disk (`LATTICE_TEST_SPACE_TICK_MS` for
+/// tests): a `statvfs`, cheap; the report is made again far less often.
 pub fn tick_every() -> Duration {
     std::env::var("LATTICE_TEST_SPACE_TICK_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(60), Duration::from_millis)
+        .map_or(Duration::from_secs(5), Duration::from_millis)
 }
 
 /// Runs in the daemon (blocking), every [`tick_every`]: refreshes the report
-/// when the log moved, and collects when the disk is short: first under the
+/// when the log moved (at most every minute), and collects when the disk is
+/// short: first under the
 /// policy, then, if still short, every old version (the latest of each
 /// file stays). Said once per episode in the log, not at every tick.
 pub fn tick(d: &Daemon) {
@@ -290,9 +308,11 @@ pub fn tick(d: &Daemon) {
         }
     };
     let end = *d.store.watch_durable().borrow();
-    if *d.space.seen.lock().unwrap() != Some(end)
-        && let Err(e) = refresh(d, &policy)
-    {
+    let stale = match *d.space.seen.lock().unwrap() {
+        None => true,
+        Some((seen, at)) => seen != end && at.elapsed() >= REPORT_EVERY,
+    };
+    if stale && let Err(e) = refresh(d, &policy) {
         tracing::debug!("cannot compute the space report: {e:#}");
     }
     let Some((free, size)) = disk(d.share_dir()) else { return };
