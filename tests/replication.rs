@@ -272,7 +272,7 @@ fn refusals_are_clear_and_apply_nothing() {
     let t = invite(&a, &[]);
     let out = try_join(&t, &[("LATTICE_TEST_PROTOCOL_VERSION", "99")]);
     assert!(
-        out.stderr.contains("version 99") && out.stderr.contains("version 2"),
+        out.stderr.contains("version 99") && out.stderr.contains("version 3"),
         "{}",
         out.describe()
     );

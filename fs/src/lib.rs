@@ -311,6 +311,20 @@ impl FsView {
         m.pending.unwritten() + left_over
     }
 
+    /// The chunks open files stand on (their base versions, reused when they
+    /// close): a collection keeps them, whatever replaced those versions.
+    pub fn open_bases(&self) -> Vec<store::ChunkHash> {
+        // A buffer's lock comes before the state lock, never after.
+        let cells: Vec<_> = self.0.lock().open.values().map(|o| o.cell.clone()).collect();
+        let mut out = Vec::new();
+        for c in cells {
+            if let Some(b) = c.buf.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                out.extend_from_slice(b.base().chunks());
+            }
+        }
+        out
+    }
+
     /// How many nodes live on this machine only (`.latticeignore`d, sockets).
     pub fn local_only(&self) -> usize {
         self.0.lock().local.len()

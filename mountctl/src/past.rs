@@ -117,7 +117,8 @@ pub fn open(d: &Daemon, kind: &str, what: &str, dir_hex: &str) -> Result<Value> 
         bail!("the share did not exist yet at that time");
     }
     let entries = view.entries;
-    let n = d.past.lock().unwrap().len();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let scratch = d.share_dir().join("past").join(format!("{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;

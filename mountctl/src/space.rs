@@ -263,7 +263,9 @@ fn space(d: &Daemon, window: Option<u64>) -> Result<Value> {
 
 fn collect(d: &Daemon, window: Option<u64>) -> Result<Value> {
     let retired = fs::space::retired(d.store.as_ref())?;
-    let c = d.store.collect_garbage(keep_at(window), &|k| retired.get(k).copied())?;
+    let c = d
+        .store
+        .collect_garbage(keep_at(window), &|k| retired.get(k).copied(), &d.fs.open_bases())?;
     Ok(json!({
         "keep_history": show_keep(window),
         "chunks": c.chunks, "bytes": c.bytes, "file_before": c.file_before, "file_after": c.file_after,

@@ -36,16 +36,27 @@ pub(crate) async fn run(s: Arc<Shared>, mut wanted: UnboundedReceiver<ChunkHash>
         }
         let mut healed = 0;
         for h in outstanding.clone() {
+            // A member that collected it says so (the fetch succeeds without
+            // it): ask the next. When every member answered and all of them
+            // collected it, no version anyone keeps needs it: stop asking.
+            let (mut answered, mut members) = (0, 0);
             for (peer, _) in s.dir.members() {
-                if tokio::time::timeout(Duration::from_secs(30), fetch::fetch_from(&s, peer, &[h]))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    tracing::info!(chunk = %h, peer = %peer.short(), "healed a damaged chunk from a peer");
+                members += 1;
+                let fetched = tokio::time::timeout(Duration::from_secs(30), fetch::fetch_from(&s, peer, &[h])).await;
+                if !fetched.is_ok_and(|r| r.is_ok()) {
+                    continue;
+                }
+                answered += 1;
+                if s.store.missing_chunks(&[h]).is_ok_and(|m| m.is_empty()) {
+                    tracing::info!(chunk = %h, peer = %peer.short(), "fetched a damaged or missing chunk again from a peer");
                     outstanding.remove(&h);
                     healed += 1;
                     break;
                 }
+            }
+            if outstanding.contains(&h) && answered == members && s.store.is_collected(&h).unwrap_or(false) {
+                tracing::info!(chunk = %h, "no member keeps this chunk any more (collected under their retention policies)");
+                outstanding.remove(&h);
             }
         }
         if !outstanding.is_empty() {

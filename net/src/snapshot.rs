@@ -19,8 +19,15 @@ use crate::{Shared, fetch, handshake};
 
 /// Roughly the bytes of one part: far below the frame limit.
 const PART_BYTES: usize = 4 << 20;
+/// The most a joiner takes in one snapshot (it is held in memory until it
+/// is installed): past it, the join pulls entries in batches instead.
+const MAX_SNAPSHOT_BYTES: usize = 2 << 30;
+
+/// One snapshot is built at a time (each holds the share's state in memory).
+static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 pub(crate) async fn serve(s: &Arc<Shared>, peer: AuthorId, tx: &mut SendStream) -> Result<()> {
+    let _one = SERVING.acquire().await?;
     let store = s.store.clone();
     let snap = tokio::task::spawn_blocking(move || store.snapshot()).await??;
     tracing::info!(
@@ -62,9 +69,15 @@ pub(crate) async fn take(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> 
     send(s, peer, &mut tx, Kind::SnapshotAsk(wire::SnapshotAsk {})).await?;
     tx.finish()?;
     let mut snap = store::Snapshot::default();
+    let mut bytes = 0usize;
     loop {
         match recv_within(s, peer, &mut rx, crate::frames::READ_TIMEOUT).await? {
             Kind::Snapshot(p) => {
+                bytes += p.entries.iter().map(Vec::len).sum::<usize>()
+                    + p.heads.iter().map(|k| k.key.len() + 32 * k.ids.len()).sum::<usize>();
+                if bytes > MAX_SNAPSHOT_BYTES {
+                    bail!("the snapshot is larger than {} GiB", MAX_SNAPSHOT_BYTES >> 30);
+                }
                 for kh in p.heads {
                     let ids = kh
                         .ids

@@ -8,7 +8,8 @@ use prost::{Message, Oneof};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change to the sync or chunk protocols.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: snapshots for joins, and chunks answered as collected.
+pub const PROTOCOL_VERSION: u32 = 3;
 pub const MAX_FRAME: usize = 32 << 20;
 /// The first frame on a connection (a hello, a join, a refusal): what a peer
 /// not yet known as a member may send.

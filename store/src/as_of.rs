@@ -40,7 +40,22 @@ impl AsOf {
         let mut writes: Vec<(Vec<u8>, Head)> = Vec::new();
         let mut superseded: HashSet<(Vec<u8>, EntryId)> = HashSet::new();
         let mut entries = 0;
-        live.each_entry(&mut |e| {
+        // A store bootstrapped from a snapshot knows the share from the
+        // snapshot on: its heads are the start (the entries before it are
+        // not here to compute them from), and earlier moments are refused.
+        let mut from = 0;
+        if let Some((end, heads, high)) = live.snapshot_base()? {
+            if at < high {
+                return Err(Error::Db(format!(
+                    "this node holds the share's history from {} ms since the epoch on (it joined from a snapshot then): an earlier moment is not here",
+                    high.ms()
+                )));
+            }
+            from = end;
+            entries = heads.len();
+            writes.extend(heads);
+        }
+        live.each_entry_from(from, &mut |e| {
             if e.hlc > at {
                 return;
             }

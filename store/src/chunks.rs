@@ -106,7 +106,12 @@ impl Store {
                 None => {
                     let d = match self.verified_chunk(&h)? {
                         Some(d) => std::sync::Arc::new(d),
-                        None if self.is_collected(&h)? => return Err(Error::Collected(h.to_string())),
+                        None if self.is_collected(&h)? => {
+                            // Collected here, or by the peer it was asked
+                            // from: another member may still keep it.
+                            self.watchers.want(h);
+                            return Err(Error::Collected(h.to_string()));
+                        }
                         None => return Err(Error::MissingChunk(h.to_string())),
                     };
                     cache.put(h, d.clone());
@@ -201,6 +206,8 @@ impl Store {
         if chunks.iter().any(|(h, b)| content::hash(b) != *h) {
             return Err(Error::ChunkMismatch);
         }
+        // Held until the entries that name them are ingested (see `gc.rs`).
+        self.held.add(chunks.iter().map(|c| c.0));
         let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(CHUNKS)?;

@@ -22,7 +22,11 @@ impl Store {
     /// Calls `f` with every durable entry, in log order. An entry was
     /// verified when it was stored; one that no longer decodes is skipped.
     pub(crate) fn each_entry(&self, f: &mut dyn FnMut(Entry)) -> Result<()> {
-        let mut from = 0;
+        self.each_entry_from(0, f)
+    }
+
+    /// [`Store::each_entry`] from log position `from` on.
+    pub(crate) fn each_entry_from(&self, mut from: u64, f: &mut dyn FnMut(Entry)) -> Result<()> {
         loop {
             let batch = self.log_since(from, 1024)?;
             let Some((last, _)) = batch.last() else { return Ok(()) };

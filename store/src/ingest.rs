@@ -61,6 +61,14 @@ impl Store {
         txn.commit()?;
         self.durable.send_replace(log_end);
         drop(clock);
+        // The chunks fetched for this batch are named by stored entries now
+        // (or their entries were refused): see `gc.rs`.
+        self.held.release(
+            batch
+                .iter()
+                .filter_map(|b| Entry::decode_unverified(b).ok())
+                .flat_map(|e| e.refs().collect::<Vec<_>>()),
+        );
         // Peers may have returned entries of ours a cut had lost.
         if self.own_lost.lock().unwrap().is_some() {
             self.check_own_chain()?;

@@ -87,8 +87,17 @@ impl Store {
     pub fn install_snapshot(&self, snap: &Snapshot) -> Result<usize> {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_id: HashMap<EntryId, Entry> = HashMap::with_capacity(snap.entries.len());
+        let mut seqs: HashMap<(AuthorId, u64), EntryId> = HashMap::with_capacity(snap.entries.len());
         for bytes in &snap.entries {
             let e = Entry::decode(bytes).map_err(Error::Refused)?;
+            if let Some(other) = seqs.insert((e.author, e.seq), e.id)
+                && other != e.id
+            {
+                return Err(Error::Damaged(format!(
+                    "the snapshot holds two entries for seq {} of author {} (a fork)",
+                    e.seq, e.author
+                )));
+            }
             // The genesis entry names no share: its id is the share's.
             let ours = match e.share {
                 Some(s) => s == self.share,
@@ -124,8 +133,12 @@ impl Store {
             }
             let mut tips: BTreeMap<AuthorId, (u64, EntryId)> = BTreeMap::new();
             let mut high = crate::hlc::Hlc::default();
+            let mut placed: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
             for bytes in &snap.entries {
                 let Ok(e) = Entry::decode_unverified(bytes) else { continue };
+                if !placed.insert(e.id) {
+                    continue;
+                }
                 let pos = t.log_end()?;
                 t.entries.insert(&e.id.0, (pos, bytes.as_slice()))?;
                 t.log.insert(pos, &e.id.0)?;
@@ -155,6 +168,35 @@ impl Store {
             "installed the share's state from a snapshot"
         );
         Ok(snap.entries.len())
+    }
+
+    /// Where this store's state began, if it was bootstrapped from a
+    /// snapshot: the installed heads, and the newest clock among the
+    /// snapshot's entries (the share is known from that moment on).
+    pub fn snapshot_base(&self) -> Result<Option<(u64, Vec<(Vec<u8>, Head)>, crate::hlc::Hlc)>> {
+        let txn = self.db().begin_read()?;
+        let end = match txn.open_table(META)?.get(SNAPSHOT_END)? {
+            Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| Error::Damaged("snapshot end".into()))?),
+            None => return Ok(None),
+        };
+        let mut heads = Vec::new();
+        for row in txn.open_table(BASE_HEADS)?.iter()? {
+            let (k, v) = row?;
+            let (key, id) = k.value();
+            heads.push((key.to_vec(), Head::decode_record(EntryId(*id), v.value())));
+        }
+        let mut high = crate::hlc::Hlc::default();
+        let log = txn.open_table(LOG)?;
+        let entries = txn.open_table(ENTRIES)?;
+        for row in log.range(..end)? {
+            let (_, id) = row?;
+            if let Some(v) = entries.get(id.value())?
+                && let Ok(e) = Entry::decode_unverified(v.value().1)
+            {
+                high = high.max(e.hlc);
+            }
+        }
+        Ok(Some((end, heads, high)))
     }
 
     /// Entries held here (fewer than the frontier counts after a snapshot).

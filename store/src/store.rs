@@ -105,6 +105,8 @@ pub struct Store {
     pub(crate) shelf: crate::shelf::Shelf,
     /// Chunks named by writes on their way to the store (see `gc.rs`).
     pub(crate) held: crate::gc::Held,
+    /// A collection freed pages but could not compact the file (it was busy).
+    pub(crate) compact_owed: std::sync::atomic::AtomicBool,
     report: OpenReport,
 }
 
@@ -232,6 +234,7 @@ impl Store {
             own_lost: Mutex::new(None),
             shelf: Default::default(),
             held: Default::default(),
+            compact_owed: Default::default(),
             report,
         };
         store.check_own_chain()?;
@@ -379,7 +382,7 @@ impl Store {
         let mark = self.shelf.mark();
         let mut changes = Vec::new();
         let mut ids = Vec::with_capacity(batches.len());
-        let mut written_refs = Vec::new();
+        let mut named: Vec<ChunkHash> = Vec::new();
         let log_end;
         {
             let mut t = Tables::open(&txn)?;
@@ -392,7 +395,7 @@ impl Store {
             let me = self.me.author();
             for ops in batches {
                 let ops = last_op_per_key(ops);
-                written_refs.extend(ops.iter().flat_map(|op| op.refs.iter()).filter_map(|r| ChunkHash::from_slice(r)));
+                named.extend(ops.iter().flat_map(|op| op.refs.iter()).filter_map(|r| ChunkHash::from_slice(r)));
                 let (seq, prev) = t.tip(&me)?;
                 let mut parents = BTreeSet::new();
                 for op in &ops {
@@ -430,7 +433,7 @@ impl Store {
             self.durable.send_replace(log_end);
         }
         drop(clock);
-        self.held.written(written_refs);
+        self.held.release(named);
         self.watchers.notify(&changes, &[]);
         Ok(ids)
     }

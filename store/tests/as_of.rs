@@ -40,3 +40,22 @@ fn as_of_now_is_the_live_store_and_as_of_then_is_the_past() {
     assert_eq!(a.get(b"k1").unwrap().as_deref(), Some(&b"later"[..]));
     assert!(then.write_batches(vec![vec![Op::put("x", "y")]], true).is_err());
 }
+
+#[test]
+fn a_store_from_a_snapshot_shows_its_past_from_the_snapshot_on() {
+    let a = Arc::new(common::mem_owner());
+    let early = store::hlc::wall_ms();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    for i in 0..20u32 {
+        a.write(vec![Op::put(format!("k{}", i % 3), format!("v{i}")), Op::put("x", format!("{i}"))])
+            .unwrap();
+    }
+    let c = Arc::new(common::mem_peer(&a));
+    c.install_snapshot(&a.snapshot().unwrap()).unwrap();
+    let now = AsOf::new(c.clone(), Hlc(u64::MAX)).unwrap();
+    assert_eq!(now.scan_heads(b"").unwrap(), c.scan_heads(b"").unwrap());
+    c.write(vec![Op::put("k1", "after")]).unwrap();
+    let now = AsOf::new(c.clone(), Hlc(u64::MAX)).unwrap();
+    assert_eq!(now.scan_heads(b"").unwrap(), c.scan_heads(b"").unwrap());
+    assert!(AsOf::new(c.clone(), Hlc::new(early, 0)).is_err(), "before the snapshot");
+}

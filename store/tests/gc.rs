@@ -58,7 +58,7 @@ fn old_versions_go_current_ones_stay_and_the_file_shrinks() {
 
     let plan = s.space(NONE_KEPT(), &|_| None).unwrap();
     assert_eq!(plan.free_bytes, 8 << 20, "{plan:?}");
-    let done = s.collect_garbage(NONE_KEPT(), &|_| None).unwrap();
+    let done = s.collect_garbage(NONE_KEPT(), &|_| None, &[]).unwrap();
     assert_eq!(done.bytes, 8 << 20);
     assert!(
         done.file_after + (6 << 20) < done.file_before,
@@ -85,7 +85,7 @@ fn a_retired_key_goes_after_the_window_and_a_write_after_its_delete_stays() {
     // A write after the delete (a restore) is not covered by it.
     let back = put(&s, "restored", &random(1 << 20, 5));
     let retired = |k: &[u8]| (k == b"deleted" || k == b"restored").then_some(deleted_at);
-    let done = s.collect_garbage(NONE_KEPT(), &retired).unwrap();
+    let done = s.collect_garbage(NONE_KEPT(), &retired, &[]).unwrap();
     assert_eq!(done.bytes, 1 << 20);
     assert!(matches!(read(&s, &gone), Err(Error::Collected(_))));
     assert_eq!(read(&s, &back).unwrap(), random(1 << 20, 5));
@@ -100,13 +100,13 @@ fn held_chunks_are_not_collected_and_a_collected_chunk_comes_back_with_a_write()
     put(&s, "f", &random(2 << 20, 7));
     // A writer about to name the old content again (a restore) holds it.
     assert!(s.hold_chunks(old.chunks()).unwrap().is_empty());
-    assert_eq!(s.collect_garbage(NONE_KEPT(), &|_| None).unwrap().chunks, 0);
+    assert_eq!(s.collect_garbage(NONE_KEPT(), &|_| None, &[]).unwrap().chunks, 0);
     s.write(vec![Op::put_with_refs("f", old.encode(), old.chunks())]).unwrap();
     assert_eq!(read(&s, &old).unwrap(), data);
 
     // Once collected, the same bytes written again are readable again.
     put(&s, "f", &random(2 << 20, 8));
-    assert!(s.collect_garbage(NONE_KEPT(), &|_| None).unwrap().chunks > 0);
+    assert!(s.collect_garbage(NONE_KEPT(), &|_| None, &[]).unwrap().chunks > 0);
     assert!(matches!(read(&s, &old), Err(Error::Collected(_))));
     let again = put(&s, "h", &data);
     assert_eq!(read(&s, &again).unwrap(), data);
@@ -119,7 +119,7 @@ fn a_peer_takes_entries_whose_chunks_were_collected() {
     let a = store(dir.path());
     let old = put(&a, "f", &random(1 << 20, 9));
     let new = put(&a, "f", &random(1 << 20, 10));
-    a.collect_garbage(NONE_KEPT(), &|_| None).unwrap();
+    a.collect_garbage(NONE_KEPT(), &|_| None, &[]).unwrap();
 
     let b = common::mem_peer(&a);
     let entries = common::all_entries(&a);
@@ -139,4 +139,27 @@ fn a_peer_takes_entries_whose_chunks_were_collected() {
     common::sync(&a, &b);
     assert_eq!(read(&b, &new).unwrap(), random(1 << 20, 10));
     assert!(matches!(read(&b, &old), Err(Error::Collected(_))));
+}
+
+#[test]
+fn a_replaced_version_is_kept_for_the_window_after_it_was_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let old = put(&s, "f", &random(1 << 20, 11));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let replaced_at = wall_ms();
+    put(&s, "f", &random(1 << 20, 12));
+    // Written 300+ ms before `now`, replaced 100 ms before it: a 200 ms window
+    // keeps it (counted from the replacement, not from the write).
+    let keep = Keep {
+        window_ms: Some(200),
+        now_ms: replaced_at + 100,
+    };
+    assert_eq!(s.collect_garbage(keep, &|_| None, &[]).unwrap().chunks, 0);
+    assert_eq!(read(&s, &old).unwrap(), random(1 << 20, 11));
+    let later = Keep {
+        window_ms: Some(200),
+        now_ms: replaced_at + 1000,
+    };
+    assert!(s.collect_garbage(later, &|_| None, &[]).unwrap().chunks > 0);
 }
