@@ -44,7 +44,7 @@ impl AsOf {
         // snapshot on: its heads are the start (the entries before it are
         // not here to compute them from), and earlier moments are refused.
         let mut from = 0;
-        if let Some((end, heads, high)) = live.snapshot_base()? {
+        if let Some(crate::snapshot::SnapshotBase { end, heads, high }) = live.snapshot_base()? {
             if at < high {
                 return Err(Error::Db(format!(
                     "this node holds the share's history from {} ms since the epoch on (it joined from a snapshot then): an earlier moment is not here",

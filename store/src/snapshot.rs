@@ -38,6 +38,16 @@ pub struct Snapshot {
     pub heads: Vec<(Vec<u8>, Vec<EntryId>)>,
 }
 
+/// Where a store bootstrapped from a snapshot began (see [`Store::snapshot_base`]).
+pub struct SnapshotBase {
+    /// The log position where entries after the snapshot begin.
+    pub end: u64,
+    /// The heads the snapshot installed.
+    pub heads: Vec<(Vec<u8>, Head)>,
+    /// The newest clock among the snapshot's entries.
+    pub high: crate::hlc::Hlc,
+}
+
 /// The META key of the log position where entries after the snapshot begin.
 pub(crate) const SNAPSHOT_END: &str = "snapshot_end";
 
@@ -173,7 +183,7 @@ impl Store {
     /// Where this store's state began, if it was bootstrapped from a
     /// snapshot: the installed heads, and the newest clock among the
     /// snapshot's entries (the share is known from that moment on).
-    pub fn snapshot_base(&self) -> Result<Option<(u64, Vec<(Vec<u8>, Head)>, crate::hlc::Hlc)>> {
+    pub fn snapshot_base(&self) -> Result<Option<SnapshotBase>> {
         let txn = self.db().begin_read()?;
         let end = match txn.open_table(META)?.get(SNAPSHOT_END)? {
             Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| Error::Damaged("snapshot end".into()))?),
@@ -196,7 +206,7 @@ impl Store {
                 high = high.max(e.hlc);
             }
         }
-        Ok(Some((end, heads, high)))
+        Ok(Some(SnapshotBase { end, heads, high }))
     }
 
     /// Entries held here (fewer than the frontier counts after a snapshot).
