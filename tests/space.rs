@@ -100,9 +100,11 @@ fn gc_frees_space_on_disk_and_what_the_policy_keeps_reads_back() {
     // The old version is in the log, but its content is gone here: restore
     // says so. B's policy is its own: B still has it.
     let vs = entries_of(&a, "big.bin");
-    // (A save of 8 MiB may be written in more than one version.)
-    assert!(vs.len() >= 2 && vs[0].1 == 8 * MIB as u64, "{vs:?}");
-    let old = &vs[0].0[..12];
+    // (A save of 8 MiB may be written in more than one version: the first
+    // whole one is the first save's.)
+    let first = vs.iter().find(|v| v.1 == 8 * MIB as u64).expect("a whole first version");
+    assert!(vs.len() >= 2, "{vs:?}");
+    let old = &first.0[..12];
     let out = ctl(&a, &["restore", a.p("big.bin").to_str().unwrap(), old]);
     assert_refused(&out, &["collected"]);
     let out = ctl(&b, &["restore", b.p("big.bin").to_str().unwrap(), old, "--to", b.p("old.bin").to_str().unwrap()]);
