@@ -51,6 +51,12 @@ fn log_and_restore_round_trip_and_reach_a_peer() {
         "{}",
         text.describe()
     );
+    // Written just now: "N s ago", on every line.
+    assert!(
+        text.stdout.lines().skip(1).all(|l| l.contains(" s ago")),
+        "{}",
+        text.stdout
+    );
 
     // An old version back, in place: a new change that reaches B.
     let two = content[1]["entry"].as_str().unwrap()[..10].to_string();

@@ -38,7 +38,6 @@ pub fn log(home: &Home, path: &Path, deleted: bool, json: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let now = store::hlc::wall_ms();
     if deleted {
         let list = v["deleted"].as_array().cloned().unwrap_or_default();
         if list.is_empty() {
@@ -52,7 +51,7 @@ pub fn log(home: &Home, path: &Path, deleted: bool, json: bool) -> Result<()> {
                 "{}\tdeleted {}\t{} versions",
                 mnt.join(x["path"].as_str().unwrap_or("?").trim_start_matches('/'))
                     .display(),
-                ago(now.saturating_sub(x["deleted_ms"].as_u64().unwrap_or(0))),
+                ago(x["deleted_ms"].as_u64().unwrap_or(0)),
                 x["versions"].as_u64().unwrap_or(0)
             );
         }
@@ -75,7 +74,7 @@ pub fn log(home: &Home, path: &Path, deleted: bool, json: bool) -> Result<()> {
         println!(
             "{:<8}  {:<14}  {:<8}  {size}{}",
             x["entry"].as_str().unwrap_or("?").get(..8).unwrap_or("?"),
-            ago(now.saturating_sub(x["at_ms"].as_u64().unwrap_or(0))),
+            ago(x["at_ms"].as_u64().unwrap_or(0)),
             x["author_short"].as_str().unwrap_or("?"),
             if notes.is_empty() {
                 String::new()
