@@ -98,6 +98,7 @@ async fn serve_pull(
     both_ways: bool,
 ) -> Result<()> {
     let mut theirs = asked.clone();
+    below_floor(s, peer, &asked);
     loop {
         if s.cut_off(&peer) {
             bail!("this node went offline");
@@ -131,6 +132,27 @@ async fn serve_pull(
         }
     }
     send(s, peer, tx, Kind::Done(wire::Done {})).await
+}
+
+/// Says (once per peer and author while this daemon runs) when `peer` lacks
+/// entries this node cannot send: older than the snapshot it joined from.
+/// Such a peer gets them from a member that holds the full history.
+fn below_floor(s: &Shared, peer: AuthorId, asked: &Frontier) {
+    static SAID: std::sync::Mutex<std::collections::BTreeSet<(AuthorId, AuthorId)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let Ok(floors) = s.store.floors() else { return };
+    for (author, floor) in floors {
+        let have = asked.get(&author).copied().unwrap_or(0);
+        if have + 1 < floor && SAID.lock().unwrap_or_else(|p| p.into_inner()).insert((peer, author)) {
+            tracing::warn!(
+                peer = %peer.short(),
+                author = %author.short(),
+                "the peer lacks this author's entries {} to {}, which this node does not hold (it joined from a snapshot): a member with the full history can send them",
+                have + 1,
+                floor - 1
+            );
+        }
+    }
 }
 
 /// Pulls what `peer` has and this node lacks over `conn`: entries applied.

@@ -85,6 +85,8 @@ pub trait SyncStore: Send + Sync {
     fn snapshot(&self) -> Result<crate::Snapshot>;
     /// Bootstraps an empty store (see [`Store::install_snapshot`]).
     fn install_snapshot(&self, snap: &crate::Snapshot) -> Result<usize>;
+    /// Each chain's floor, when this store began from a snapshot (see [`Store::floors`]).
+    fn floors(&self) -> Result<BTreeMap<AuthorId, u64>>;
 }
 
 impl KvStore for Store {
@@ -186,6 +188,9 @@ impl SyncStore for Store {
     }
     fn install_snapshot(&self, snap: &crate::Snapshot) -> Result<usize> {
         Store::install_snapshot(self, snap)
+    }
+    fn floors(&self) -> Result<BTreeMap<AuthorId, u64>> {
+        Store::floors(self)
     }
     fn put_fetched(&self, chunks: &[(ChunkHash, Vec<u8>)]) -> Result<()> {
         Store::put_fetched(self, chunks)
