@@ -210,3 +210,23 @@ fn a_new_node_bootstraps_from_a_snapshot() {
     converged(&[&a, &b, &c, &d]);
     assert_eq!(fs::read(d.p("dir/keep.txt")).unwrap(), b"kept");
 }
+
+/// Content that no entry names is still needed: a file that lives on this
+/// machine only (`.latticeignore`d) shares its chunks with an old version a
+/// collection lets go; the local file still reads back.
+#[test]
+fn gc_keeps_what_local_only_files_hold() {
+    // Holds on freshly written chunks expire at once here: what keeps the
+    // local file's content is that the mount says it needs it.
+    let a = Mount::new_with_env(&["mount"], &[("LATTICE_TEST_HOLD_FOR_MS", "0")]);
+    save(&a, ".latticeignore", b"*.bak\n");
+    let body = noise(2 * MIB, 21);
+    save(&a, "report.txt", &body);
+    save(&a, "report.bak", &body);
+    save(&a, "report.txt", &noise(2 * MIB, 22));
+    let out = ctl(&a, &["config", "keep-history", "0"]);
+    assert!(out.ok(), "{}", out.describe());
+    let done = json(&a, &["gc", "--json"]);
+    assert!(done["bytes"].as_u64().unwrap() == 0, "nothing is free: the local copy holds it ({done})");
+    assert_eq!(fs::read(a.p("report.bak")).unwrap(), body);
+}

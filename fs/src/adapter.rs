@@ -322,7 +322,7 @@ impl Filesystem for LatticeFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _wf: WriteFlags,
@@ -330,14 +330,14 @@ impl Filesystem for LatticeFs {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.0.write(ino.0, offset, data) {
+        match self.0.write_by(ino.0, Some(fh.0), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        reply_empty(self.0.flush(ino.0), reply)
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        reply_empty(self.0.flush_by(ino.0, Some(fh.0)), reply)
     }
 
     fn release(

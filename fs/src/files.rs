@@ -62,6 +62,11 @@ pub struct OpenFile {
     /// Deleted here with writes no one else will see: what its handles read
     /// (content, mtime).
     pub detached: Option<(Arc<Manifest>, i64)>,
+    /// The handles that changed the file since its last commit. Closing one
+    /// of them commits; closing another (a reader, or a writer whose
+    /// changes were committed already) does not publish their unfinished
+    /// changes (close-to-open: a close publishes the closer's writes).
+    pub writers: std::collections::HashSet<u64>,
 }
 
 impl OpenFile {
@@ -71,6 +76,7 @@ impl OpenFile {
             cell: BufCell::new(),
             read_cache: None,
             detached: None,
+            writers: Default::default(),
         }
     }
 }

@@ -311,12 +311,26 @@ impl FsView {
         m.pending.unwritten() + left_over
     }
 
-    /// The chunks open files stand on (their base versions, reused when they
-    /// close): a collection keeps them, whatever replaced those versions.
-    pub fn open_bases(&self) -> Vec<store::ChunkHash> {
-        // A buffer's lock comes before the state lock, never after.
-        let cells: Vec<_> = self.0.lock().open.values().map(|o| o.cell.clone()).collect();
+    /// The chunks this mount needs that no entry in the store names (yet): a
+    /// collection keeps them whatever replaced the versions they came from.
+    /// Open files' base versions (reused when they close), changes queued
+    /// for the store, and the content of files that live on this machine
+    /// only (`.latticeignore`).
+    pub fn needed_unwritten(&self) -> Vec<store::ChunkHash> {
         let mut out = Vec::new();
+        let cells: Vec<_> = {
+            let m = self.0.lock();
+            for (_, man) in m.local_content.values() {
+                out.extend_from_slice(man.chunks());
+            }
+            for ch in m.pending.changes() {
+                if let crate::pending::Change::Content { manifest, .. } = ch {
+                    out.extend_from_slice(manifest.chunks());
+                }
+            }
+            m.open.values().map(|o| o.cell.clone()).collect()
+        };
+        // A buffer's lock comes before the state lock, never after.
         for c in cells {
             if let Some(b) = c.buf.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 out.extend_from_slice(b.base().chunks());

@@ -561,7 +561,13 @@ impl Shared {
         Errno::EIO
     }
 
+    #[cfg(test)]
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> R<u32> {
+        self.write_by(ino, None, off, data)
+    }
+
+    /// A write through handle `fh` (its close commits it; see `OpenFile::writers`).
+    pub fn write_by(&self, ino: u64, fh: Option<u64>, off: u64, data: &[u8]) -> R<u32> {
         if off + data.len() as u64 > crate::buffer::MAX_FILE_BYTES {
             return Err(Errno::EFBIG);
         }
@@ -574,7 +580,11 @@ impl Shared {
             if !m.deleted_here(id) {
                 m.health.check()?;
             }
-            (id, m.open.entry(id).or_default().cell.clone())
+            let of = m.open.entry(id).or_default();
+            if let Some(fh) = fh {
+                of.writers.insert(fh);
+            }
+            (id, of.cell.clone())
         };
         let mut g = cell.buf.lock().unwrap_or_else(|p| p.into_inner());
         let b = self.loaded(id, &mut g)?;
@@ -668,20 +678,66 @@ impl Shared {
     /// Commits the file's changes; reports, once, an error the store gave a
     /// window that held earlier changes of it.
     pub fn flush(&self, ino: u64) -> R<()> {
+        self.flush_by(ino, None)
+    }
+
+    /// `close` of handle `fh`: commits what it changed. The changes other
+    /// handles are still making are not published by it (a reader's close,
+    /// or a late release of a handle whose writes were committed, must not
+    /// publish another writer's half-written file).
+    pub fn flush_by(&self, ino: u64, fh: Option<u64>) -> R<()> {
         let Some(id) = self.lock().inodes.node(ino) else {
             return Ok(());
         };
-        self.commit(id)?;
+        if self.closer_commits(id, fh, false) {
+            self.commit_by(id)?;
+        }
         match self.lock().write_errors.remove(&id) {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
+    /// Does closing `fh` commit `id`? When it changed the file, when nobody
+    /// is known to have (changes with no handle: commit as before), or when
+    /// it is the last handle.
+    fn closer_commits(&self, id: NodeId, fh: Option<u64>, last_release: bool) -> bool {
+        let m = self.lock();
+        let Some(o) = m.open.get(&id) else { return true };
+        match fh {
+            None => true,
+            Some(fh) => o.writers.is_empty() || o.writers.contains(&fh) || (last_release && o.handles <= 1),
+        }
+    }
+
+    /// [`Shared::commit`], and the writers it published forgotten.
+    fn commit_by(&self, id: NodeId) -> R<()> {
+        let before: std::collections::HashSet<u64> = self
+            .lock()
+            .open
+            .get(&id)
+            .map(|o| o.writers.clone())
+            .unwrap_or_default();
+        self.commit(id)?;
+        // A handle that wrote again during the commit stays a writer only if
+        // it was not one before: its newer change is then still to publish.
+        if let Some(o) = self.lock().open.get_mut(&id) {
+            o.writers.retain(|w| !before.contains(w));
+        }
+        Ok(())
+    }
+
     pub fn release(&self, fh: u64) -> R<()> {
         let h = self.lock().handles.remove(&fh);
         let Some(Handle::File(id)) = h else { return Ok(()) };
-        let r = self.commit(id);
+        let r = if self.closer_commits(id, Some(fh), true) {
+            self.commit_by(id)
+        } else {
+            Ok(())
+        };
+        if let Some(o) = self.lock().open.get_mut(&id) {
+            o.writers.remove(&fh);
+        }
         let mut m = self.lock();
         if let Some(o) = m.open.get_mut(&id) {
             o.handles = o.handles.saturating_sub(1);

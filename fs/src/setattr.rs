@@ -42,6 +42,13 @@ impl Shared {
         };
         let kind = self.lock().kind(id).ok_or(Errno::ENOENT)?;
         let by_path = s.fh.is_none();
+        if let Some(fh) = s.fh
+            && (s.size.is_some() || s.mtime.is_some() || s.atime.is_some())
+            && let Some(o) = self.lock().open.get_mut(&id)
+        {
+            // Its close commits this change (see `OpenFile::writers`).
+            o.writers.insert(fh);
+        }
         if let Some(size) = s.size {
             if kind != Kind::File {
                 return Err(Errno::EISDIR);

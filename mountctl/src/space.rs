@@ -195,6 +195,8 @@ pub struct Watch {
     /// The log end the last report saw (no new entries, no new scan), and when.
     seen: Mutex<Option<(u64, std::time::Instant)>>,
     short: Mutex<bool>,
+    /// The log end and time of the last short-disk collection that freed nothing.
+    fruitless: Mutex<Option<(u64, std::time::Instant)>>,
 }
 
 /// A report is made again at most this often (it reads the whole log).
@@ -233,7 +235,10 @@ pub fn run(d: &Daemon, keep: &str, dry: bool) -> Result<Value> {
     let window = keep_of(&policy, keep).map_err(|e| anyhow!(e))?;
     let v = if dry {
         let s = space(d, window)?;
-        *d.space.last.lock().unwrap() = Some(s.clone());
+        if keep == "policy" {
+            // What `status` shows is the policy's figure, not a what-if.
+            *d.space.last.lock().unwrap() = Some(s.clone());
+        }
         s
     } else {
         let c = collect(d, window)?;
@@ -265,7 +270,7 @@ fn collect(d: &Daemon, window: Option<u64>) -> Result<Value> {
     let retired = fs::space::retired(d.store.as_ref())?;
     let c = d
         .store
-        .collect_garbage(keep_at(window), &|k| retired.get(k).copied(), &d.fs.open_bases())?;
+        .collect_garbage(keep_at(window), &|k| retired.get(k).copied(), &d.fs.needed_unwritten())?;
     Ok(json!({
         "keep_history": show_keep(window),
         "chunks": c.chunks, "bytes": c.bytes, "file_before": c.file_before, "file_after": c.file_after,
@@ -327,6 +332,14 @@ pub fn tick(d: &Daemon) {
         }
         return;
     }
+    // A collection that freed nothing is not run again until the log moves
+    // or ten minutes pass: the disk stays short, the store does not change.
+    if let Some((at_end, at)) = *d.space.fruitless.lock().unwrap()
+        && at_end == end
+        && at.elapsed() < Duration::from_secs(600)
+    {
+        return;
+    }
     if !was {
         tracing::warn!(
             free,
@@ -352,6 +365,9 @@ pub fn tick(d: &Daemon) {
     if freed > 0 {
         tracing::warn!(freed, "collected old versions because the disk was short");
         let _ = refresh(d, &policy);
+        *d.space.fruitless.lock().unwrap() = None;
+    } else {
+        *d.space.fruitless.lock().unwrap() = Some((end, std::time::Instant::now()));
     }
 }
 

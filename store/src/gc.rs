@@ -87,6 +87,18 @@ pub(crate) struct Held(Mutex<HashMap<ChunkHash, (u32, Instant)>>);
 
 pub(crate) const HOLD_FOR: Duration = Duration::from_secs(3600);
 
+/// [`HOLD_FOR`], unless the test hook `LATTICE_TEST_HOLD_FOR_MS` says
+/// otherwise (so a test can see what protects content once holds expired).
+fn hold_for() -> Duration {
+    static D: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("LATTICE_TEST_HOLD_FOR_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(HOLD_FOR, Duration::from_millis)
+    })
+}
+
 impl Held {
     pub(crate) fn add(&self, hs: impl IntoIterator<Item = ChunkHash>) {
         let now = Instant::now();
@@ -97,7 +109,7 @@ impl Held {
             *e = (e.0.saturating_add(1), now);
         }
         if held.len() > 1 << 17 {
-            held.retain(|_, (_, at)| now.duration_since(*at) < HOLD_FOR);
+            held.retain(|_, (_, at)| now.duration_since(*at) < hold_for());
         }
     }
     /// The entries naming them are in the store: one hold each let go.
@@ -121,14 +133,14 @@ impl Held {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(h)
-            .is_some_and(|(_, at)| at.elapsed() < HOLD_FOR)
+            .is_some_and(|(_, at)| at.elapsed() < hold_for())
     }
     fn prune(&self) {
         let now = Instant::now();
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, at)| now.duration_since(*at) < HOLD_FOR);
+            .retain(|_, (_, at)| now.duration_since(*at) < hold_for());
     }
 }
 

@@ -480,7 +480,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Content chunks that `entries` (wire bytes) refer to and this store lacks.
+    /// Content chunks that `entries` (wire bytes) refer to and this store
+    /// lacks; all of them are held until the entries are ingested.
     pub fn missing_refs(&self, entries: &[Vec<u8>]) -> Result<Vec<ChunkHash>> {
         let mut refs: Vec<ChunkHash> = entries
             .iter()
@@ -490,7 +491,10 @@ impl Store {
             .collect();
         refs.sort();
         refs.dedup();
-        self.missing_chunks(&refs)
+        // Held until the entries are ingested, the ones here too (see
+        // `gc.rs`): a collection cannot take them between this look and the
+        // ingest.
+        self.hold_chunks(&refs)
     }
 
     // ---- reads ----
