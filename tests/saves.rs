@@ -248,7 +248,9 @@ fn a_readers_close_does_not_publish_a_half_written_file() {
         .spawn()
         .unwrap();
     let mut said = String::new();
-    BufReader::new(writer.stdout.take().unwrap()).read_line(&mut said).unwrap();
+    BufReader::new(writer.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
     assert_eq!(said.trim(), "half");
     for _ in 0..3 {
         // Each of these opens, reads and closes the file: a FLUSH, a RELEASE.
@@ -258,7 +260,11 @@ fn a_readers_close_does_not_publish_a_half_written_file() {
     eventually("A has written what it committed", || {
         status_mount(&a.home, &a.dir).is_some_and(|s| s["unwritten"] == 0)
     });
-    assert_eq!(sizes_logged(&a, "doc.txt"), vec![3], "a reader's close published the half-written file");
+    assert_eq!(
+        sizes_logged(&a, "doc.txt"),
+        vec![3],
+        "a reader's close published the half-written file"
+    );
     writeln!(writer.stdin.take().unwrap(), "go").unwrap();
     assert!(writer.wait().unwrap().success());
     eventually("the finished file on B", || {

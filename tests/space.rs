@@ -102,12 +102,24 @@ fn gc_frees_space_on_disk_and_what_the_policy_keeps_reads_back() {
     let vs = entries_of(&a, "big.bin");
     // (A save of 8 MiB may be written in more than one version: the first
     // whole one is the first save's.)
-    let first = vs.iter().find(|v| v.1 == 8 * MIB as u64).expect("a whole first version");
+    let first = vs
+        .iter()
+        .find(|v| v.1 == 8 * MIB as u64)
+        .expect("a whole first version");
     assert!(vs.len() >= 2, "{vs:?}");
     let old = &first.0[..12];
     let out = ctl(&a, &["restore", a.p("big.bin").to_str().unwrap(), old]);
     assert_refused(&out, &["collected"]);
-    let out = ctl(&b, &["restore", b.p("big.bin").to_str().unwrap(), old, "--to", b.p("old.bin").to_str().unwrap()]);
+    let out = ctl(
+        &b,
+        &[
+            "restore",
+            b.p("big.bin").to_str().unwrap(),
+            old,
+            "--to",
+            b.p("old.bin").to_str().unwrap(),
+        ],
+    );
     assert!(out.ok(), "{}", out.describe());
     assert_eq!(fs::read(b.p("old.bin")).unwrap(), noise(8 * MIB, 1));
 
@@ -227,6 +239,9 @@ fn gc_keeps_what_local_only_files_hold() {
     let out = ctl(&a, &["config", "keep-history", "0"]);
     assert!(out.ok(), "{}", out.describe());
     let done = json(&a, &["gc", "--json"]);
-    assert!(done["bytes"].as_u64().unwrap() == 0, "nothing is free: the local copy holds it ({done})");
+    assert!(
+        done["bytes"].as_u64().unwrap() == 0,
+        "nothing is free: the local copy holds it ({done})"
+    );
     assert_eq!(fs::read(a.p("report.bak")).unwrap(), body);
 }

@@ -47,7 +47,11 @@ impl Manager {
             if matches!(out.stdout.trim(), "running" | "degraded") {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "systemd --user never ran: {}", out.describe());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "systemd --user never ran: {}",
+                out.describe()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         m
@@ -128,7 +132,9 @@ fn the_user_unit_mounts_restarts_a_killed_daemon_and_unmounts() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    wait("mounted by the unit", &|| is_mountpoint(&mnt) && daemon_pid(&home).is_some());
+    wait("mounted by the unit", &|| {
+        is_mountpoint(&mnt) && daemon_pid(&home).is_some()
+    });
     std::fs::write(mnt.join("kept.txt"), b"across a crash").unwrap();
     let f = std::fs::File::open(mnt.join("kept.txt")).unwrap();
     f.sync_all().unwrap();

@@ -712,12 +712,8 @@ impl Shared {
 
     /// [`Shared::commit`], and the writers it published forgotten.
     fn commit_by(&self, id: NodeId) -> R<()> {
-        let before: std::collections::HashSet<u64> = self
-            .lock()
-            .open
-            .get(&id)
-            .map(|o| o.writers.clone())
-            .unwrap_or_default();
+        let before: std::collections::HashSet<u64> =
+            self.lock().open.get(&id).map(|o| o.writers.clone()).unwrap_or_default();
         self.commit(id)?;
         // A handle that wrote again during the commit stays a writer only if
         // it was not one before: its newer change is then still to publish.

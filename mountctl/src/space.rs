@@ -73,13 +73,19 @@ pub fn parse_keep(s: &str) -> Result<Option<u64>, String> {
         return Ok(Some(0));
     }
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected forever, 0, or a number with s, m, h or d (30d)"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected forever, 0, or a number with s, m, h or d (30d)"))?;
     let ms = match unit {
         "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => DAY_MS,
-        _ => return Err(format!("{s:?}: expected forever, 0, or a number with s, m, h or d (30d)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: expected forever, 0, or a number with s, m, h or d (30d)"
+            ));
+        }
     };
     Ok(Some(n.saturating_mul(ms)))
 }
@@ -120,7 +126,9 @@ pub fn config(home: &Home, share: &str, key: Option<&str>, value: Option<&str>) 
     let shown = |k: &str| -> Result<String> {
         Ok(match k {
             "keep-history" => show_keep(p.keep_history_ms),
-            "gc-below" => p.gc_below.map_or("default (1G, or 5% of the disk if less)".into(), |b| b.to_string()),
+            "gc-below" => p
+                .gc_below
+                .map_or("default (1G, or 5% of the disk if less)".into(), |b| b.to_string()),
             _ => bail!("no setting {k:?}: the settings are keep-history and gc-below"),
         })
     };
@@ -161,13 +169,20 @@ pub fn gc(home: &Home, share: &str, dry_run: bool, keep: Option<&str>, as_json: 
         }
         None => "policy",
     };
-    let v = crate::ask(home, share, &format!("gc {keep} {}", if dry_run { "dry" } else { "run" }))?;
+    let v = crate::ask(
+        home,
+        share,
+        &format!("gc {keep} {}", if dry_run { "dry" } else { "run" }),
+    )?;
     if as_json {
         println!("{v}");
         return Ok(());
     }
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    println!("keeping every version for {}, then the latest of each file", v["keep_history"].as_str().unwrap_or("?"));
+    println!(
+        "keeping every version for {}, then the latest of each file",
+        v["keep_history"].as_str().unwrap_or("?")
+    );
     if dry_run {
         println!(
             "would free {} ({} chunks); the store is {}, of which old versions take {}",
@@ -288,8 +303,12 @@ fn refresh(d: &Daemon, p: &Policy) -> Result<()> {
 fn disk(dir: &Path) -> Option<(u64, u64)> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
-        .then(|| (s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64))
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| {
+        (
+            s.f_bavail as u64 * s.f_frsize as u64,
+            s.f_blocks as u64 * s.f_frsize as u64,
+        )
+    })
 }
 
 /// How often the daemon looks at the disk (`LATTICE_TEST_SPACE_TICK_MS` for
@@ -322,7 +341,9 @@ pub fn tick(d: &Daemon) {
     if stale && let Err(e) = refresh(d, &policy) {
         tracing::debug!("cannot compute the space report: {e:#}");
     }
-    let Some((free, size)) = disk(d.share_dir()) else { return };
+    let Some((free, size)) = disk(d.share_dir()) else {
+        return;
+    };
     let below = policy.gc_below.unwrap_or(DEFAULT_GC_BELOW.min(size / 20));
     let short = free < below;
     let was = std::mem::replace(&mut *d.space.short.lock().unwrap(), short);

@@ -84,7 +84,9 @@ pub(crate) async fn take(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> 
                         .iter()
                         .map(|i| EntryId::from_slice(i))
                         .collect::<Option<Vec<_>>>();
-                    let Some(ids) = ids else { bail!("a snapshot names a malformed entry id") };
+                    let Some(ids) = ids else {
+                        bail!("a snapshot names a malformed entry id")
+                    };
                     snap.heads.push((kh.key, ids));
                 }
                 s.progress.entries(p.entries.len());
@@ -103,7 +105,9 @@ pub(crate) async fn take(s: &Arc<Shared>, conn: &Connection, peer: AuthorId) -> 
         .collect();
     let mut refs: Vec<ChunkHash> = Vec::new();
     for bytes in &snap.entries {
-        let Ok(e) = store::Entry::decode_unverified(bytes) else { continue };
+        let Ok(e) = store::Entry::decode_unverified(bytes) else {
+            continue;
+        };
         for op in e.ops.iter().filter(|op| named.contains(&(op.key.as_slice(), e.id))) {
             refs.extend(op.refs.iter().filter_map(|r| ChunkHash::from_slice(r)));
         }

@@ -86,7 +86,12 @@ impl AsOf {
             hs.sort_by_key(|h| h.entry);
             hs.dedup_by_key(|h| h.entry);
         }
-        Ok(AsOf { live, heads, at, entries })
+        Ok(AsOf {
+            live,
+            heads,
+            at,
+            entries,
+        })
     }
 
     /// The HLC of entry `id` (a unique start of its hex id), to show the share as of it.
@@ -101,7 +106,9 @@ impl AsOf {
         match found.as_slice() {
             [] => Ok(None),
             [h] => Ok(Some(*h)),
-            _ => Err(Error::Db(format!("{id_prefix:?} matches several entries: give more of it"))),
+            _ => Err(Error::Db(format!(
+                "{id_prefix:?} matches several entries: give more of it"
+            ))),
         }
     }
 
@@ -121,7 +128,11 @@ impl KvStore for AsOf {
         self.live.author()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.heads.get(key).and_then(|hs| head::winner(hs)).and_then(|h| h.value.clone()))
+        Ok(self
+            .heads
+            .get(key)
+            .and_then(|hs| head::winner(hs))
+            .and_then(|h| h.value.clone()))
     }
     fn heads(&self, key: &[u8]) -> Result<Vec<Head>> {
         Ok(self.heads.get(key).cloned().unwrap_or_default())

@@ -47,8 +47,7 @@ pub struct Keep {
 
 impl Keep {
     fn within(&self, at_ms: u64) -> bool {
-        self.window_ms
-            .is_none_or(|w| at_ms.saturating_add(w) >= self.now_ms)
+        self.window_ms.is_none_or(|w| at_ms.saturating_add(w) >= self.now_ms)
     }
 }
 
@@ -300,7 +299,9 @@ impl Store {
         let mut replaced: HashMap<(Vec<u8>, EntryId), Hlc> = HashMap::new();
         for row in entries.iter()? {
             let (_, v) = row?;
-            let Ok(e) = Entry::decode_unverified(v.value().1) else { continue };
+            let Ok(e) = Entry::decode_unverified(v.value().1) else {
+                continue;
+            };
             for op in e.ops.iter().filter(|op| keys.contains(op.key.as_slice())) {
                 for p in &e.parents {
                     if written.contains(&(op.key.as_slice(), *p)) {

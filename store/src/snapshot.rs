@@ -122,7 +122,9 @@ impl Store {
         let log_end = {
             let mut t = Tables::open(&txn)?;
             if t.log_end()? != 0 {
-                return Err(Error::Db("a snapshot goes only into a store that holds no entries".into()));
+                return Err(Error::Db(
+                    "a snapshot goes only into a store that holds no entries".into(),
+                ));
             }
             let mut base = txn.open_table(BASE_HEADS)?;
             let mut floors = txn.open_table(FLOORS)?;
@@ -145,7 +147,9 @@ impl Store {
             let mut high = crate::hlc::Hlc::default();
             let mut placed: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
             for bytes in &snap.entries {
-                let Ok(e) = Entry::decode_unverified(bytes) else { continue };
+                let Ok(e) = Entry::decode_unverified(bytes) else {
+                    continue;
+                };
                 if !placed.insert(e.id) {
                     continue;
                 }
@@ -186,7 +190,11 @@ impl Store {
     pub fn snapshot_base(&self) -> Result<Option<SnapshotBase>> {
         let txn = self.db().begin_read()?;
         let end = match txn.open_table(META)?.get(SNAPSHOT_END)? {
-            Some(v) => u64::from_be_bytes(v.value().try_into().map_err(|_| Error::Damaged("snapshot end".into()))?),
+            Some(v) => u64::from_be_bytes(
+                v.value()
+                    .try_into()
+                    .map_err(|_| Error::Damaged("snapshot end".into()))?,
+            ),
             None => return Ok(None),
         };
         let mut heads = Vec::new();

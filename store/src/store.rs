@@ -395,7 +395,11 @@ impl Store {
             let me = self.me.author();
             for ops in batches {
                 let ops = last_op_per_key(ops);
-                named.extend(ops.iter().flat_map(|op| op.refs.iter()).filter_map(|r| ChunkHash::from_slice(r)));
+                named.extend(
+                    ops.iter()
+                        .flat_map(|op| op.refs.iter())
+                        .filter_map(|r| ChunkHash::from_slice(r)),
+                );
                 let (seq, prev) = t.tip(&me)?;
                 let mut parents = BTreeSet::new();
                 for op in &ops {

@@ -17,8 +17,11 @@ fn as_of_now_is_the_live_store_and_as_of_then_is_the_past() {
         // Both write some of the same keys without seeing each other
         // (conflicts), delete some, and meet every few rounds.
         a.write(vec![Op::put(format!("k{}", i % 7), format!("a{i}"))]).unwrap();
-        b.write(vec![Op::put(format!("k{}", i % 5), format!("b{i}")), Op::delete(format!("k{}", i % 3))])
-            .unwrap();
+        b.write(vec![
+            Op::put(format!("k{}", i % 5), format!("b{i}")),
+            Op::delete(format!("k{}", i % 3)),
+        ])
+        .unwrap();
         if i % 4 == 0 {
             common::sync(&b, &a);
             common::sync(&a, &b);
@@ -47,8 +50,11 @@ fn a_store_from_a_snapshot_shows_its_past_from_the_snapshot_on() {
     let early = store::hlc::wall_ms();
     std::thread::sleep(std::time::Duration::from_millis(5));
     for i in 0..20u32 {
-        a.write(vec![Op::put(format!("k{}", i % 3), format!("v{i}")), Op::put("x", format!("{i}"))])
-            .unwrap();
+        a.write(vec![
+            Op::put(format!("k{}", i % 3), format!("v{i}")),
+            Op::put("x", format!("{i}")),
+        ])
+        .unwrap();
     }
     let c = Arc::new(common::mem_peer(&a));
     c.install_snapshot(&a.snapshot().unwrap()).unwrap();

@@ -52,7 +52,15 @@ fn old_versions_go_current_ones_stay_and_the_file_shrinks() {
     let new = put(&s, "f", &random(8 << 20, 2));
     let other = put(&s, "g", &random(1 << 20, 3));
 
-    let forever = s.space(Keep { window_ms: None, now_ms: wall_ms() }, &|_| None).unwrap();
+    let forever = s
+        .space(
+            Keep {
+                window_ms: None,
+                now_ms: wall_ms(),
+            },
+            &|_| None,
+        )
+        .unwrap();
     assert_eq!(forever.free_bytes, 0, "keeping every version frees nothing");
     assert!(forever.history_bytes >= 8 << 20, "{forever:?}");
 
@@ -81,7 +89,12 @@ fn a_retired_key_goes_after_the_window_and_a_write_after_its_delete_stays() {
         window_ms: Some(3_600_000),
         now_ms: wall_ms(),
     };
-    assert_eq!(s.space(hour, &|k| (k == b"deleted").then_some(deleted_at)).unwrap().free_bytes, 0);
+    assert_eq!(
+        s.space(hour, &|k| (k == b"deleted").then_some(deleted_at))
+            .unwrap()
+            .free_bytes,
+        0
+    );
     // A write after the delete (a restore) is not covered by it.
     let back = put(&s, "restored", &random(1 << 20, 5));
     let retired = |k: &[u8]| (k == b"deleted" || k == b"restored").then_some(deleted_at);
@@ -101,7 +114,8 @@ fn held_chunks_are_not_collected_and_a_collected_chunk_comes_back_with_a_write()
     // A writer about to name the old content again (a restore) holds it.
     assert!(s.hold_chunks(old.chunks()).unwrap().is_empty());
     assert_eq!(s.collect_garbage(NONE_KEPT(), &|_| None, &[]).unwrap().chunks, 0);
-    s.write(vec![Op::put_with_refs("f", old.encode(), old.chunks())]).unwrap();
+    s.write(vec![Op::put_with_refs("f", old.encode(), old.chunks())])
+        .unwrap();
     assert_eq!(read(&s, &old).unwrap(), data);
 
     // Once collected, the same bytes written again are readable again.
@@ -132,7 +146,9 @@ fn a_peer_takes_entries_whose_chunks_were_collected() {
     b.put_fetched(&fetched).unwrap();
     let refused = b.ingest(&entries).unwrap();
     assert!(
-        refused.iter().any(|o| matches!(o, store::Outcome::Refused(store::Refusal::MissingContent(_)))),
+        refused
+            .iter()
+            .any(|o| matches!(o, store::Outcome::Refused(store::Refusal::MissingContent(_)))),
         "without the collected chunks noted, the old version's entry is refused"
     );
     b.note_collected(&collected, wall_ms()).unwrap();

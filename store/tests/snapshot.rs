@@ -39,7 +39,10 @@ fn a_snapshot_is_the_state_without_the_history() {
     }
     common::sync(&b, &a);
     let all = common::all_entries(&a).len();
-    assert!(a.scan_heads(b"").unwrap().iter().any(|(_, hs)| hs.len() > 1), "a conflict");
+    assert!(
+        a.scan_heads(b"").unwrap().iter().any(|(_, hs)| hs.len() > 1),
+        "a conflict"
+    );
 
     let snap = a.snapshot().unwrap();
     assert!(snap.entries.len() < all / 2, "{} of {all} entries", snap.entries.len());
@@ -64,7 +67,11 @@ fn a_snapshot_is_the_state_without_the_history() {
     // would arrive with a gap), only c's own.
     let fresh = common::mem_peer(&a);
     let from_c = c.entries_after(&BTreeMap::new(), 1000).unwrap();
-    assert!(from_c.iter().all(|e| store::Entry::decode(e).unwrap().author == c.author()));
+    assert!(
+        from_c
+            .iter()
+            .all(|e| store::Entry::decode(e).unwrap().author == c.author())
+    );
     drop(fresh);
 
     // A snapshot of a snapshot.
