@@ -115,19 +115,6 @@ fn restarts_on_the_default_binding_catch_up_at_once() {
     converged(&[&a, &b]);
 }
 
-/// Random bytes that do not compress or repeat: each 64 KiB is its own chunk.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_join_cut_at_random_moments_carries_on() {
     // A serves each chunk 1 ms late (a test hook): the join takes ~3 s here

@@ -16,18 +16,6 @@ fn save(m: &Mount, rel: &str, body: &[u8]) {
     f.sync_all().unwrap();
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Disk blocks the store takes, as `du` counts them (KiB).
 fn du_kib(m: &Mount) -> u64 {
     let out = sh(&m.home, "du -k shares/default/store.redb");

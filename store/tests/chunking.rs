@@ -2,14 +2,10 @@
 
 mod common;
 
-use rand::{Rng, RngCore, SeedableRng};
-use store::content::chunk_slice;
+use common::random;
 
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
+use rand::{Rng, SeedableRng};
+use store::content::chunk_slice;
 
 #[test]
 fn one_byte_change_in_16_mib_changes_at_most_two_chunks() {

@@ -3,19 +3,9 @@
 
 mod common;
 
-use store::{Config, Error, Identity, Keep, Location, Manifest, Op, Store, hlc::wall_ms};
+use common::random;
 
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use store::{Config, Error, Identity, Keep, Location, Manifest, Op, Store, hlc::wall_ms};
 
 fn put(s: &Store, key: &str, data: &[u8]) -> Manifest {
     let m = s.put_content(&mut &data[..]).unwrap();

@@ -723,6 +723,20 @@ impl Drop for Mount {
 
 mod faults;
 mod peers;
+
+/// Random bytes that do not compress or repeat (each 64 KiB is its own
+/// chunk), the same for the same seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
 mod tree;
 #[allow(unused_imports)]
 pub use faults::*;

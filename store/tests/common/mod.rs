@@ -43,3 +43,11 @@ pub fn chain_of(s: &Store, a: AuthorId) -> Vec<Vec<u8>> {
         .filter(|b| store::Entry::decode(b).unwrap().author == a)
         .collect()
 }
+
+/// `len` random bytes, the same for the same seed.
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
